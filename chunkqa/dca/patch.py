@@ -1,0 +1,213 @@
+"""apply_dca: give one model instance Dual Chunk Attention; the returned handle undoes it.
+
+Only the instance changes: each attention module gets an instance-level `forward`, the base model
+gets a forward pre-hook, and sliding-window settings on the model's own config are switched off
+(DCA needs every key). transformers' classes and module globals are never touched.
+"""
+
+from __future__ import annotations
+
+import functools
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from chunkqa.dca.adapters import find_parts, project_qkv
+from chunkqa.dca.attention import dca_attention, rotate
+from chunkqa.dca.config import DCAConfig, resolve_config
+from chunkqa.dca.kernels import Kernel, select_kernel
+from chunkqa.dca.positions import key_positions
+from chunkqa.errors import PaddedBatchError, UsageError
+
+_MARK = "_chunkqa_dca"
+
+
+class _State:
+    """What the patched modules of one model share: settings, RoPE tables, kernels, logit factors."""
+
+    def __init__(self, config: DCAConfig, rotary: nn.Module, kernel: str) -> None:
+        self.config = config
+        self.rotary = rotary
+        self.kernel_name = kernel
+        self.prompt_length: int | None = None
+        self._tables: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._kernels: dict[tuple[torch.device, torch.dtype, int], tuple[str, Kernel]] = {}
+        self._factors: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def table(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin [c + 1, D] from the model's own rotary embedding (so its RoPE scaling applies)."""
+        key = (device, dtype)
+        if key not in self._tables:
+            positions = torch.arange(self.config.chunk_size + 1, device=device)[None]  # [1, c + 1]
+            cos, sin = self.rotary(torch.ones(1, device=device, dtype=dtype), positions)
+            self._tables[key] = (cos[0], sin[0])
+        return self._tables[key]
+
+    def kernel(self, device: torch.device, dtype: torch.dtype, head_dim: int) -> tuple[str, Kernel]:
+        key = (device, dtype, head_dim)
+        if key not in self._kernels:
+            self._kernels[key] = select_kernel(self.kernel_name, device, dtype, head_dim)
+        return self._kernels[key]
+
+    def logit_factor(self, cache: Any, past: int, new: int) -> float:
+        """Fixed per sequence: set when its prompt is prefilled (or stated), reused while decoding."""
+        stated = self.prompt_length
+        if cache is None:
+            return self.config.logit_factor(stated or past + new)
+        if stated is not None or past == 0 or cache not in self._factors:
+            self._factors[cache] = self.config.logit_factor(stated or past + new)
+        return self._factors[cache]
+
+
+class DCAHandle:
+    """The patch on one model: its resolved settings, and `remove()` to undo it."""
+
+    def __init__(self, model: nn.Module, state: _State, undo: list[Callable[[], None]]) -> None:
+        self._model = model
+        self._state = state
+        self._undo = undo
+
+    @property
+    def config(self) -> DCAConfig:
+        return self._state.config
+
+    @property
+    def active(self) -> bool:
+        return bool(self._undo)
+
+    def kernel_name(self, device: torch.device | str, dtype: torch.dtype, head_dim: int) -> str:
+        """The attention kernel DCA uses for this device, dtype and head size."""
+        return self._state.kernel(torch.device(device), dtype, head_dim)[0]
+
+    def logit_factor(self, prompt_length: int) -> float:
+        """The factor on attention logits for a prompt of this many tokens."""
+        return self._state.config.logit_factor(prompt_length)
+
+    @contextmanager
+    def prompt_length(self, length: int) -> Iterator[None]:
+        """State the full prompt length while feeding it in pieces, so the logit scale uses it."""
+        if length <= 0:
+            raise UsageError(f"prompt length must be positive, got {length}")
+        previous, self._state.prompt_length = self._state.prompt_length, length
+        try:
+            yield
+        finally:
+            self._state.prompt_length = previous
+
+    def remove(self) -> None:
+        """Restore the model exactly as it was before apply_dca."""
+        while self._undo:
+            self._undo.pop()()
+
+    def __repr__(self) -> str:
+        return f"DCAHandle({self.config}, active={self.active})"
+
+
+def apply_dca(
+    model: nn.Module,
+    pretraining_length: int | None = None,
+    chunk_size: int | None = None,
+    local_window: int | None = None,
+    logit_scale: str | float = "auto",
+    kernel: str = "auto",
+) -> DCAHandle:
+    """Patch this model instance with Dual Chunk Attention and return the handle that undoes it."""
+    if getattr(model, _MARK, None) is not None:
+        raise UsageError(
+            "this model already has DCA applied", hint="call handle.remove() before applying it again"
+        )
+    parts = find_parts(model)
+    config = resolve_config(parts.text_config, pretraining_length, chunk_size, local_window, logit_scale)
+    state = _State(config, parts.rotary, kernel)
+    undo: list[Callable[[], None]] = []
+    undo.append(_switch_off_sliding_window(parts.text_config))
+    for module in parts.attentions:
+        undo.append(_set_instance_attr(module, "forward", functools.partial(_dca_forward, module, state)))
+    hook = parts.decoder.register_forward_pre_hook(_check_inputs, with_kwargs=True)
+    undo.append(hook.remove)
+    handle = DCAHandle(model, state, undo)
+    undo.append(_set_instance_attr(model, _MARK, handle))
+    return handle
+
+
+def _dca_forward(module: nn.Module, state: _State, hidden_states: torch.Tensor, position_embeddings=None,
+                 attention_mask=None, past_key_values=None, **kwargs) -> tuple[torch.Tensor, None]:  # fmt: skip
+    """The attention forward of a DCA-patched module (the model's mask and absolute RoPE are unused)."""
+    cfg = state.config
+    q, k, v = project_qkv(module, hidden_states)  # [B, H, n, D], [B, Hkv, n, D] x2
+    batch, _, new, _ = q.shape
+    past = past_key_values.get_seq_length(module.layer_idx) if past_key_values is not None else 0
+    cos, sin = state.table(q.device, q.dtype)  # [c + 1, D]
+    kpos = key_positions(past, new, cfg.chunk_len, q.device)
+    k = rotate(k, cos[kpos], sin[kpos])  # cached once, at i mod s
+    if past_key_values is not None:
+        k, v = past_key_values.update(k, v, module.layer_idx)
+        if k.shape[2] != past + new:
+            raise UsageError(
+                f"DCA needs a cache that keeps every key; {type(past_key_values).__name__} returned "
+                f"{k.shape[2]} of {past + new}",
+                hint="use transformers' DynamicCache (the default)",
+            )
+    scale = module.scaling * state.logit_factor(past_key_values, past, new)
+    _, kernel = state.kernel(q.device, q.dtype, q.shape[-1])
+    out = dca_attention(q, k, v, past, cos, sin, cfg.chunk_len, cfg.chunk_size, scale, kernel)  # [B, H, n, D]
+    out = out.transpose(1, 2).reshape(batch, new, -1)  # [B, n, H*D]
+    return module.o_proj(out), None
+
+
+def _check_inputs(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Refuse padded batches; hand transformers a placeholder 4D mask so it builds no L x T mask.
+
+    DCA computes its own causal structure, so the patched attention never reads the mask.
+    """
+    mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
+    if isinstance(mask, torch.Tensor) and mask.dim() == 2 and not bool(mask.all()):
+        raise PaddedBatchError(
+            "DCA got a padded batch: its positions come from the cache length, so padding would be attended",
+            hint="run sequences one at a time, or batch sequences of equal length without padding",
+        )
+    ref = kwargs.get("input_ids", args[0] if args else None)
+    ref = kwargs.get("inputs_embeds") if ref is None else ref
+    device = ref.device if isinstance(ref, torch.Tensor) else None
+    placeholder = torch.ones(1, 1, 1, 1, dtype=torch.bool, device=device)
+    if len(args) > 1:
+        args = (args[0], placeholder, *args[2:])
+    else:
+        kwargs["attention_mask"] = placeholder
+    return args, kwargs
+
+
+def _switch_off_sliding_window(config: Any) -> Callable[[], None]:
+    """DCA attends to every key, so sliding windows (Mistral v0.1, Qwen options) must not drop cache entries."""
+    saved = {
+        name: getattr(config, name) for name in ("sliding_window", "layer_types") if hasattr(config, name)
+    }
+    if saved.get("sliding_window") is not None:
+        config.sliding_window = None
+    if saved.get("layer_types"):
+        config.layer_types = ["full_attention" if "sliding" in t else t for t in saved["layer_types"]]
+
+    def restore() -> None:
+        for name, value in saved.items():
+            setattr(config, name, value)
+
+    return restore
+
+
+def _set_instance_attr(obj: Any, name: str, value: Any) -> Callable[[], None]:
+    """Set an attribute on the instance; the returned function restores what the instance had."""
+    had = name in obj.__dict__
+    old = obj.__dict__.get(name)
+    object.__setattr__(obj, name, value)
+
+    def restore() -> None:
+        if had:
+            object.__setattr__(obj, name, old)
+        else:
+            obj.__dict__.pop(name, None)
+
+    return restore
