@@ -48,7 +48,7 @@ def find_parts(model: nn.Module) -> ModelParts:
         raise UnsupportedModelError(
             f"this {model_type} model does not have the layout DCA expects "
             f"(rotary_emb on the base model and {text_config.num_hidden_layers} attention modules)",
-            hint="this transformers version may have changed the model; report it with `pip show transformers`",
+            hint="this transformers version may lay the model out differently; please report it",
         )
     return ModelParts(model_type, text_config, decoder, rotary, attentions)
 

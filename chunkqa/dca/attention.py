@@ -79,24 +79,39 @@ def dca_attention(
             f"DCA needs every key so far: got {k.shape[2]} keys for {q_start + q.shape[2]} tokens"
         )
     outs = [
-        _attend_group(q[:, :, g.start - q_start : g.end - q_start], k, v, g, cos, sin, chunk_len, chunk_size,
-                      scale, kernel)
+        _attend_group(
+            q[:, :, g.start - q_start : g.end - q_start],
+            k,
+            v,
+            g,
+            cos,
+            sin,
+            chunk_len,
+            chunk_size,
+            scale,
+            kernel,
+        )
         for g in query_groups(q_start, q.shape[2], chunk_len)
-    ]  # fmt: skip
+    ]
     return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
 
 
-def _attend_group(q, k, v, group: QueryGroup, cos, sin, chunk_len: int, chunk_size: int, scale: float,
-                  kernel: Kernel) -> torch.Tensor:  # fmt: skip
+def _attend_group(
+    q, k, v, group: QueryGroup, cos, sin, chunk_len: int, chunk_size: int, scale: float, kernel: Kernel
+) -> torch.Tensor:
     """DCA for queries q [B, H, m, D] that all sit in chunk `group.chunk`."""
     begin = group.chunk * chunk_len  # first position of the query's chunk
     pos = intra_positions(group, chunk_len, q.device)
     q_intra = rotate(q, cos[pos], sin[pos])
-    parts = [attend(kernel, q_intra, k[:, :, group.start : group.end], v[:, :, group.start : group.end], True,
-                    scale)]  # fmt: skip
+    parts = [
+        attend(
+            kernel, q_intra, k[:, :, group.start : group.end], v[:, :, group.start : group.end], True, scale
+        )
+    ]
     if begin < group.start:
-        parts.append(attend(kernel, q_intra, k[:, :, begin : group.start], v[:, :, begin : group.start], False,
-                            scale))  # fmt: skip
+        parts.append(
+            attend(kernel, q_intra, k[:, :, begin : group.start], v[:, :, begin : group.start], False, scale)
+        )
     if group.chunk >= 1:
         pos = successive_positions(group, chunk_len, chunk_size, q.device)
         prev = slice(begin - chunk_len, begin)

@@ -74,9 +74,13 @@ def flash_attn_package(q, k, v, causal: bool, scale: float):
     from flash_attn import flash_attn_func
 
     out, lse, _ = flash_attn_func(
-        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-        softmax_scale=scale, causal=causal, return_attn_probs=True,
-    )  # fmt: skip
+        q.transpose(1, 2),
+        k.transpose(1, 2),
+        v.transpose(1, 2),
+        softmax_scale=scale,
+        causal=causal,
+        return_attn_probs=True,
+    )
     return out.transpose(1, 2), _as_lse(lse, q)
 
 

@@ -134,8 +134,15 @@ def apply_dca(
     return handle
 
 
-def _dca_forward(module: nn.Module, state: _State, hidden_states: torch.Tensor, position_embeddings=None,
-                 attention_mask=None, past_key_values=None, **kwargs) -> tuple[torch.Tensor, None]:  # fmt: skip
+def _dca_forward(
+    module: nn.Module,
+    state: _State,
+    hidden_states: torch.Tensor,
+    position_embeddings=None,
+    attention_mask=None,
+    past_key_values=None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
     """The attention forward of a DCA-patched module (the model's mask and absolute RoPE are unused)."""
     cfg = state.config
     q, k, v = project_qkv(module, hidden_states)  # [B, H, n, D], [B, Hkv, n, D] x2
@@ -182,7 +189,7 @@ def _check_inputs(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, 
 
 
 def _switch_off_sliding_window(config: Any) -> Callable[[], None]:
-    """DCA attends to every key, so sliding windows (Mistral v0.1, Qwen options) must not drop cache entries."""
+    """DCA attends to every key: sliding windows (Mistral v0.1, Qwen options) must not drop cache entries."""
     saved = {
         name: getattr(config, name) for name in ("sliding_window", "layer_types") if hasattr(config, name)
     }
