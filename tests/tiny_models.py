@@ -1,0 +1,90 @@
+"""Tiny random models of every supported family, built from a config, saved, and loaded back.
+
+Loading goes through the real `from_pretrained` path, as a user's checkpoint would. P = 64 for all
+(so DCA defaults are c = 48, w = 8, s = 40), which lets a few hundred tokens span several chunks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+P = 64
+VOCAB = 97
+_COMMON = {
+    "vocab_size": VOCAB,
+    "hidden_size": 64,
+    "intermediate_size": 96,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": P,
+    "tie_word_embeddings": False,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "pad_token_id": 0,
+}
+_MOE = {"moe_intermediate_size": 32, "num_experts_per_tok": 2}
+
+
+def family_configs() -> dict[str, object]:
+    """One config per supported family, plus Llama with each RoPE scaling type."""
+    from transformers import (
+        LlamaConfig,
+        MistralConfig,
+        MixtralConfig,
+        Qwen2Config,
+        Qwen2MoeConfig,
+        Qwen3Config,
+        Qwen3MoeConfig,
+    )
+
+    llama3 = {
+        "rope_type": "llama3",
+        "factor": 4.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 16,
+        "rope_theta": 500000.0,
+    }
+    return {
+        "llama": LlamaConfig(**_COMMON),
+        "llama-mha-d32": LlamaConfig(**{**_COMMON, "num_key_value_heads": 4, "hidden_size": 128}),
+        "llama3-rope": LlamaConfig(**_COMMON, rope_parameters=llama3),
+        "llama-linear": LlamaConfig(**_COMMON, rope_parameters={"rope_type": "linear", "factor": 2.0}),
+        "llama-dynamic": LlamaConfig(**_COMMON, rope_parameters={"rope_type": "dynamic", "factor": 2.0}),
+        "llama-yarn": LlamaConfig(
+            **_COMMON,
+            rope_parameters={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16},
+        ),
+        "mistral": MistralConfig(**_COMMON, sliding_window=16),
+        "mixtral": MixtralConfig(**_COMMON, num_local_experts=4, num_experts_per_tok=2),
+        "qwen2": Qwen2Config(**_COMMON),
+        "qwen2_moe": Qwen2MoeConfig(**_COMMON, **_MOE, num_experts=4, shared_expert_intermediate_size=32),
+        "qwen3": Qwen3Config(**{**_COMMON, "num_key_value_heads": 1}, head_dim=32),
+        "qwen3_moe": Qwen3MoeConfig(**_COMMON, **_MOE, num_experts=4, head_dim=16),
+    }
+
+
+def save_tiny(name: str, directory: Path, seed: int = 0) -> Path:
+    """Build the named tiny model with random weights and save it (safetensors) to directory/name."""
+    from transformers import AutoModelForCausalLM
+
+    config = family_configs()[name]
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():  # random weights large enough that attention is not uniform
+        for param in model.parameters():
+            if param.dim() >= 2:
+                param.normal_(0.0, 0.08)
+    path = directory / name
+    model.save_pretrained(path)
+    return path
+
+
+def load_tiny(path: Path, dtype: torch.dtype = torch.float64):
+    """Load a saved tiny model through from_pretrained."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, experts_implementation="eager").eval()
