@@ -88,3 +88,53 @@ def load_tiny(path: Path, dtype: torch.dtype = torch.float64):
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, experts_implementation="eager").eval()
+
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+TOKENIZER_TEXT = (
+    "The pass key is 12345. Remember it. What is the main result of the paper? Question: Answer: "
+    "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
+    "foolishness. Document page summary open questions results method data model attention chunk. "
+) * 4
+
+
+def save_tokenizer(path: Path, chat: bool, vocab_size: int = 320) -> int:
+    """A small byte-level BPE tokenizer; chat=True gives it a ChatML template. Returns its vocab size."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<s>", "</s>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator([TOKENIZER_TEXT], trainer)
+    if not chat:
+        tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="<|im_end|>" if chat else "</s>", pad_token="</s>"
+    )
+    if chat:
+        fast.chat_template = CHATML
+    fast.save_pretrained(path)
+    return tok.get_vocab_size()
+
+
+def save_cli_model(kind: str, directory: Path, seed: int = 0) -> Path:
+    """A tiny random 'llama' (base, plain prompt) or 'qwen2' (ChatML instruct) with a tokenizer, P = 64."""
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+    path = directory / f"cli-{kind}"
+    chat = kind == "qwen2"
+    vocab = save_tokenizer(path, chat)
+    common = {**_COMMON, "vocab_size": vocab, "bos_token_id": 0, "eos_token_id": 3 if chat else 1}
+    config = Qwen2Config(**common) if chat else LlamaConfig(**common)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(path)
+    return path

@@ -29,16 +29,22 @@ class ModelParts:
     attentions: tuple[nn.Module, ...]
 
 
-def find_parts(model: nn.Module) -> ModelParts:
-    """Locate the decoder, rotary embedding and attention modules, or say why this model is not supported."""
-    config = getattr(model, "config", None)
+def check_architecture(config: Any) -> str:
+    """The model type of a config, or UnsupportedModelError naming the supported ones."""
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
     model_type = getattr(text_config, "model_type", None)
     if model_type not in SUPPORTED_ARCHITECTURES:
         raise UnsupportedModelError(
-            f"DCA does not support the {model_type or type(model).__name__!r} architecture",
+            f"DCA does not support the {model_type or type(config).__name__!r} architecture",
             hint=f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}; run without DCA (--no-dca) for others",
         )
+    return model_type
+
+
+def find_parts(model: nn.Module) -> ModelParts:
+    """Locate the decoder, rotary embedding and attention modules, or say why this model is not supported."""
+    model_type = check_architecture(getattr(model, "config", None))
+    text_config = model.config.get_text_config()
     decoder = getattr(model, "base_model", model)
     rotary = getattr(decoder, "rotary_emb", None)
     attentions = tuple(

@@ -1,0 +1,169 @@
+"""Context and memory budget, decided before any prefill.
+
+Tokens: document + framing + answer against a limit the user sets (or one sized for the machine);
+over it, either a truncation policy the user chose or a DoesNotFitError (exit code 3). Memory: weights
+plus KV cache plus prefill activations, so a user learns before loading that a length will not fit.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from chunkqa.errors import DoesNotFitError, UsageError
+
+POLICIES = ("start", "middle", "end")
+ELISION = "\n[...]\n"  # marks where --truncate middle cut the document
+PREFILL_PIECE = 4096  # tokens per prefill call: bounds activation memory
+MAX_DEFAULT_CONTEXT = 1 << 20  # never default past ~1M tokens
+
+
+@dataclass(frozen=True)
+class TokenBudget:
+    """How the context splits, and whether it fits."""
+
+    document_tokens: int  # after any truncation
+    framing_tokens: int  # system prompt, template text, question
+    answer_tokens: int  # room kept for the answer (--max-new-tokens)
+    limit: int
+    dropped_tokens: int = 0  # document tokens removed by the truncation policy
+
+    @property
+    def total(self) -> int:
+        return self.document_tokens + self.framing_tokens + self.answer_tokens
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes needed to answer with a context of `tokens` tokens."""
+
+    tokens: int
+    weights: int
+    kv_cache: int
+    activations: int
+    available: int | None  # what the device has free (None: unknown)
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.kv_cache + self.activations
+
+    @property
+    def fits(self) -> bool:
+        return self.available is None or self.total <= self.available
+
+
+def fit_document(
+    document: list[int],
+    framing: int,
+    answer: int,
+    limit: int,
+    policy: str | None,
+    elision: list[int] | None = None,
+) -> tuple[list[int], TokenBudget]:
+    """Keep the document whole if it fits, else cut it by `policy`, else raise DoesNotFitError."""
+    if policy is not None and policy not in POLICIES:
+        raise UsageError(f"unknown truncation policy {policy!r}", hint=f"use one of {', '.join(POLICIES)}")
+    room = limit - framing - answer
+    if len(document) <= room:
+        return document, TokenBudget(len(document), framing, answer, limit)
+    if policy is None or room <= 0:
+        raise DoesNotFitError(
+            f"the prompt needs {len(document) + framing + answer:,} tokens (document {len(document):,}, "
+            f"question and template {framing:,}, answer {answer:,}) but the limit is {limit:,}",
+            hint="raise --max-context or lower --max-new-tokens, or cut with --truncate start|middle|end",
+        )
+    kept = truncate(document, room, policy, elision or [])
+    return kept, TokenBudget(len(kept), framing, answer, limit, len(document) - len(kept))
+
+
+def truncate(ids: list[int], keep: int, policy: str, elision: list[int]) -> list[int]:
+    """Drop tokens from the start, the middle or the end so that `keep` remain."""
+    if policy == "start":
+        return ids[len(ids) - keep :]
+    if policy == "end":
+        return ids[:keep]
+    keep -= len(elision)
+    head = keep // 2
+    return ids[:head] + elision + ids[len(ids) - (keep - head) :]
+
+
+def kv_bytes_per_token(config: Any, dtype_bytes: int) -> int:
+    """Key + value bytes one token adds to the cache, over all layers."""
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return 2 * config.num_hidden_layers * heads * head_dim * dtype_bytes
+
+
+def weight_bytes(config: Any, dtype_bytes: int) -> int:
+    """Parameter bytes estimated from the config's shapes (MoE: every expert)."""
+    hidden, vocab, layers = config.hidden_size, config.vocab_size, config.num_hidden_layers
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or hidden // heads
+    attention = hidden * head_dim * (2 * heads + 2 * kv_heads)
+    experts = getattr(config, "num_local_experts", None) or getattr(config, "num_experts", None) or 1
+    inner = getattr(config, "moe_intermediate_size", None) if experts > 1 else None
+    mlp = 3 * hidden * (inner or config.intermediate_size) * experts
+    shared = 3 * hidden * (getattr(config, "shared_expert_intermediate_size", None) or 0)
+    embeddings = vocab * hidden * (1 if getattr(config, "tie_word_embeddings", False) else 2)
+    return (layers * (attention + mlp + shared) + embeddings) * dtype_bytes
+
+
+def activation_bytes(config: Any, tokens: int, dtype_bytes: int, piece: int = PREFILL_PIECE) -> int:
+    """Peak working memory of one prefill piece: hidden states, MLP intermediates, attention partials."""
+    rows = min(tokens, piece)
+    width = max(config.intermediate_size, 4 * config.hidden_size)
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    attention = 4 * rows * heads * head_dim * 4  # rotated queries and float32 partial outputs
+    return rows * (6 * config.hidden_size + 3 * width) * dtype_bytes + attention + config.vocab_size * 4
+
+
+def estimate_memory(config: Any, tokens: int, dtype_bytes: int, available: int | None) -> MemoryEstimate:
+    return MemoryEstimate(
+        tokens,
+        weight_bytes(config, dtype_bytes),
+        kv_bytes_per_token(config, dtype_bytes) * tokens,
+        activation_bytes(config, tokens, dtype_bytes),
+        available,
+    )
+
+
+def available_memory(device: Any) -> int | None:
+    """Free bytes on the device: GPU free memory, or the system's available RAM for the CPU."""
+    if getattr(device, "type", str(device)) == "cuda":
+        import torch
+
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def default_max_context(
+    config: Any,
+    dtype_bytes: int,
+    available: int | None,
+    dca: bool,
+    pretraining: int,
+    weights_loaded: bool = False,
+) -> int:
+    """The longest context that fits in memory (90% of what is free); the pretraining length without DCA."""
+    if not dca:
+        return pretraining
+    if available is None:
+        return 32 * pretraining
+    spare = 0.9 * available - (0 if weights_loaded else weight_bytes(config, dtype_bytes))
+    spare -= activation_bytes(config, PREFILL_PIECE, dtype_bytes)
+    tokens = int(spare // kv_bytes_per_token(config, dtype_bytes))
+    return max(pretraining, min(tokens, MAX_DEFAULT_CONTEXT))

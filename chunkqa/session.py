@@ -1,0 +1,189 @@
+"""Sessions: a document read once, many questions.
+
+The session keeps one KV cache and the token ids it holds. Each question's prompt shares the
+document prefix (and, in a conversation, the earlier turns) with what is cached: only the tokens
+past the longest common prefix are computed. The DCA logit scale is pinned to the document-prefix
+length, so every question about a document sees the same attention and a cached prefix is exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+
+from chunkqa.budget import PREFILL_PIECE
+from chunkqa.generate import (
+    Clock,
+    GenerationConfig,
+    Progress,
+    Stats,
+    Step,
+    TextStream,
+    decode_tokens,
+    peak_memory,
+    prefill,
+    reset_peak_memory,
+    stop_token_ids,
+)
+from chunkqa.model import LoadedModel, load_model
+from chunkqa.prompt import PromptBuilder, PromptTokens, Turn
+
+PrefixHook = Callable[["Session", PromptTokens], None]  # called before the prefix is computed / after
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix of two id sequences."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def trim_cache(cache: Any, length: int) -> None:
+    """Drop cached positions past `length` in every layer (layers may disagree after an interrupt)."""
+    for layer in cache.layers:
+        extra = layer.get_seq_length() - length
+        if extra > 0:
+            layer.crop(-extra)
+
+
+class Session:
+    """A loaded model and one document; `ask` answers a question, reusing the cached document."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        builder: PromptBuilder,
+        document_ids: Sequence[int],
+        piece: int = PREFILL_PIECE,
+    ) -> None:
+        from transformers import DynamicCache
+
+        self.loaded = loaded
+        self.builder = builder
+        self.document_ids = tuple(document_ids)
+        self.piece = piece
+        self.turns: list[Turn] = []
+        self.cache = DynamicCache(config=loaded.model.config)
+        self.cache_ids: list[int] = []
+        self.stop_ids = stop_token_ids(loaded.model, loaded.tokenizer)
+        self.before_prefix: PrefixHook | None = None  # e.g. load the prefix from a document cache
+        self.after_prefix: PrefixHook | None = None  # e.g. save the freshly computed prefix
+        self.last_stats: Stats | None = None
+
+    def prompt(self, question: str, history: bool) -> PromptTokens:
+        turns = [*self.turns, Turn(question)] if history else [Turn(question)]
+        return self.builder.build(self.document_ids, turns)
+
+    def ask(
+        self,
+        question: str,
+        config: GenerationConfig | None = None,
+        history: bool = False,
+        on_progress: Progress | None = None,
+    ) -> Iterator[Step]:
+        """Stream the answer; the final Step carries Stats. history=True continues the conversation."""
+        config = config or GenerationConfig()
+        prompt = self.prompt(question, history)
+        device = self.loaded.device
+        clock = Clock(device)
+        reset_peak_memory(device)
+        start = clock.now()
+        with self._scale(prompt):
+            reused, logits = self._prefill(prompt, on_progress)
+            first = clock.now()
+            stream, tokens, reason = TextStream(self.loaded.tokenizer), [], "length"
+            try:
+                for token in decode_tokens(self.loaded.model, self.cache, logits, config, self.stop_ids):
+                    tokens.append(token)
+                    if len(tokens) > 1:  # the previous token has been fed; the newest is not in the cache yet
+                        self.cache_ids.append(tokens[-2])
+                    if len(tokens) == 1:
+                        first = clock.now()
+                    if token in self.stop_ids:
+                        reason = "eos"
+                        break
+                    yield Step(token, stream.add(token))
+            except KeyboardInterrupt:
+                reason = "interrupted"
+                trim_cache(self.cache, len(self.cache_ids))
+                raise
+            finally:
+                end = clock.now()
+                if history:
+                    self.turns.append(Turn(question, stream.text))
+                self.last_stats = Stats(
+                    context_tokens=len(prompt) + len(tokens),
+                    reused_tokens=reused,
+                    prefill_tokens=len(prompt) - reused,
+                    prefill_seconds=first - start if tokens else end - start,
+                    generated_tokens=len(tokens),
+                    decode_seconds=end - first,
+                    ttft_seconds=first - start,
+                    stop_reason=reason,
+                    peak_memory=peak_memory(device),
+                )
+        yield Step(-1, "", self.last_stats)
+
+    def _scale(self, prompt: PromptTokens):
+        """Pin the DCA logit scale to the document-prefix length for everything in this session."""
+        handle = self.loaded.handle
+        return handle.prompt_length(len(prompt.prefix)) if handle is not None else nullcontext()
+
+    def _prefill(self, prompt: PromptTokens, on_progress: Progress | None) -> tuple[int, torch.Tensor]:
+        """Bring the cache to the prompt's ids; return (tokens reused, last logits)."""
+        ids = prompt.ids
+        reused = min(common_prefix(self.cache_ids, ids), len(ids) - 1)  # at least one token for the logits
+        trim_cache(self.cache, reused)
+        self.cache_ids = self.cache_ids[:reused]
+        if reused < len(prompt.prefix) and self.before_prefix is not None:
+            self.before_prefix(self, prompt)  # may fill the cache with the prefix
+            reused = len(self.cache_ids)
+        base = reused
+
+        def progress(done: int, total: int) -> None:
+            if on_progress:
+                on_progress(base + done, len(ids))
+
+        def mark(done: int) -> None:
+            self.cache_ids = ids[: base + done]
+
+        if reused < len(prompt.prefix) and self.after_prefix is not None:
+            prefill(self.loaded.model, ids[base : len(prompt.prefix)], self.cache, self.piece, progress, mark)
+            self.after_prefix(self, prompt)
+            base = len(prompt.prefix)
+        try:
+            logits = prefill(self.loaded.model, ids[base:], self.cache, self.piece, progress, mark)
+        except KeyboardInterrupt:
+            trim_cache(self.cache, len(self.cache_ids))
+            raise
+        return reused, logits
+
+    def clear(self) -> None:
+        """Forget the conversation, keep the document: the next question rolls the cache back to it."""
+        self.turns = []
+
+    def reset(self) -> None:
+        """Forget everything, document cache included."""
+        self.turns = []
+        self.cache_ids = []
+        trim_cache(self.cache, 0)
+
+    def answer(
+        self, question: str, config: GenerationConfig | None = None, history: bool = False
+    ) -> tuple[str, Stats]:
+        """The whole answer and its stats (collects `ask`)."""
+        text = ""
+        for step in self.ask(question, config, history):
+            text += step.text
+        return text, self.last_stats
+
+
+def open_session(plan: Any, piece: int = PREFILL_PIECE) -> Session:
+    """Load the planned model (reusing the plan's tokenizer) and start a session on its document."""
+    loaded = load_model(plan.spec, plan.dca_options, tokenizer=plan.builder.tokenizer)
+    return Session(loaded, plan.builder, plan.document_ids, piece)
