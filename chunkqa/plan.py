@@ -55,9 +55,14 @@ class Plan:
         return self.dca.pretraining_length if self.dca else int(self.config.max_position_embeddings)
 
     @property
+    def prompt_tokens(self) -> int:
+        """Tokens of the longest prompt (document and framing), without the answer."""
+        return self.budget.document_tokens + self.budget.framing_tokens
+
+    @property
     def extension(self) -> float:
-        """Context length over the pretraining length (L / P)."""
-        return self.budget.total / self.pretraining_length
+        """Prompt length over the pretraining length (L / P)."""
+        return self.prompt_tokens / self.pretraining_length
 
     @property
     def fits(self) -> bool:

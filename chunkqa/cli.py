@@ -1,0 +1,313 @@
+"""The chunkqa command line: parse options, call the public API, hand results to the console.
+
+`chunkqa --help` and argument or file errors answer before torch is imported.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from chunkqa import __version__
+from chunkqa.cli_common import (
+    EXIT_CODES,
+    ChunkSize,
+    Color,
+    Common,
+    Debug,
+    Device,
+    Dtype,
+    Kernel,
+    LocalWindow,
+    LogitScale,
+    Model,
+    NoDca,
+    PretrainingLength,
+    Quiet,
+    Revision,
+    TrustRemoteCode,
+    dca_options,
+    make_console,
+    model_spec,
+    read_documents,
+    run,
+)
+from chunkqa.errors import EXIT_DOES_NOT_FIT, EXIT_USAGE, UsageError
+from chunkqa.settings import Settings
+
+app = typer.Typer(
+    name="chunkqa",
+    help="Ask questions about long documents with an LLM stretched by Dual Chunk Attention.",
+    epilog=EXIT_CODES,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+Questions = Annotated[list[str] | None, typer.Option("-q", "--question", help="A question (repeatable).")]
+MaxNewTokens = Annotated[
+    int | None,
+    typer.Option(
+        "--max-new-tokens", envvar="CHUNKQA_MAX_NEW_TOKENS", help="Longest answer, in tokens [512]."
+    ),
+]
+Temperature = Annotated[
+    float | None, typer.Option("--temperature", envvar="CHUNKQA_TEMPERATURE", help="0 = greedy [0].")
+]
+TopP = Annotated[
+    float | None, typer.Option("--top-p", envvar="CHUNKQA_TOP_P", help="Nucleus sampling mass [1].")
+]
+Seed = Annotated[int | None, typer.Option("--seed", envvar="CHUNKQA_SEED", help="Sampling seed.")]
+System = Annotated[
+    str | None,
+    typer.Option(
+        "--system",
+        envvar="CHUNKQA_SYSTEM",
+        help="System prompt ('' for none); default prompts/system.txt for instruct models.",
+    ),
+]
+Template = Annotated[
+    str | None,
+    typer.Option(
+        "--template",
+        envvar="CHUNKQA_TEMPLATE",
+        help="qa, summary, base, or a file with {document} and {question}.",
+    ),
+]
+MaxContext = Annotated[
+    int | None,
+    typer.Option(
+        "--max-context",
+        envvar="CHUNKQA_MAX_CONTEXT",
+        help="Token limit for document + prompt + answer [sized for this machine].",
+    ),
+]
+Truncate = Annotated[
+    str | None,
+    typer.Option(
+        "--truncate", help="Over the limit, cut the document's start, middle or end instead of failing."
+    ),
+]
+PrefillChunk = Annotated[
+    int | None,
+    typer.Option("--prefill-chunk", envvar="CHUNKQA_PREFILL_CHUNK", help="Tokens per prefill step [4096]."),
+]
+Password = Annotated[
+    str | None,
+    typer.Option("--password", envvar="CHUNKQA_PDF_PASSWORD", help="Password of an encrypted PDF."),
+]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON object per answer instead of text.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"chunkqa {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """Ask questions about long documents with an LLM stretched by Dual Chunk Attention."""
+
+
+def _split_args(args: list[str], questions: list[str] | None) -> tuple[list[str], list[str]]:
+    if questions:
+        if not args:
+            raise UsageError("no document given", hint="chunkqa ask paper.pdf -q 'question' (or - for stdin)")
+        return args, questions
+    if len(args) < 2:
+        raise UsageError(
+            "give at least one document and a question",
+            hint="chunkqa ask paper.pdf 'What is the main result?'",
+        )
+    return args[:-1], [args[-1]]
+
+
+@app.command(epilog=EXIT_CODES)
+def ask(
+    args: Annotated[
+        list[str],
+        typer.Argument(help="Documents (paths, or - for stdin), then the question.", show_default=False),
+    ],
+    question: Questions = None,
+    model: Model = None,
+    revision: Revision = None,
+    dtype: Dtype = None,
+    device: Device = None,
+    trust_remote_code: TrustRemoteCode = False,
+    pretraining_length: PretrainingLength = None,
+    chunk_size: ChunkSize = None,
+    local_window: LocalWindow = None,
+    logit_scale: LogitScale = None,
+    no_dca: NoDca = False,
+    kernel: Kernel = None,
+    max_new_tokens: MaxNewTokens = None,
+    temperature: Temperature = None,
+    top_p: TopP = None,
+    seed: Seed = None,
+    system: System = None,
+    template: Template = None,
+    max_context: MaxContext = None,
+    truncate: Truncate = None,
+    prefill_chunk: PrefillChunk = None,
+    password: Password = None,
+    json_output: Json = False,
+    quiet: Quiet = False,
+    color: Color = None,
+    debug: Debug = False,
+) -> None:
+    """Answer a question about one or more documents; the answer streams to stdout."""
+    settings = Settings()
+    common = Common(
+        model,
+        revision,
+        dtype,
+        device,
+        trust_remote_code,
+        pretraining_length,
+        chunk_size,
+        local_window,
+        logit_scale,
+        no_dca,
+        kernel,
+    )
+
+    def body(console) -> int:
+        from chunkqa.cli_ask import AskRequest, run_ask
+        from chunkqa.results import GenerationConfig
+
+        sources, questions = _split_args(args, question)
+        documents = read_documents(sources, password)
+        request = AskRequest(
+            documents=documents,
+            questions=questions,
+            spec=model_spec(common, settings),
+            dca=dca_options(common, settings),
+            generation=GenerationConfig(
+                settings.get("max_new_tokens", max_new_tokens),
+                settings.get("temperature", temperature),
+                settings.get("top_p", top_p),
+                settings.get("seed", seed),
+            ),
+            template=settings.get("template", template),
+            system=settings.get("system", system),
+            max_context=settings.get("max_context", max_context),
+            truncate=truncate,
+            prefill_chunk=settings.get("prefill_chunk", prefill_chunk),
+            json_output=json_output,
+        )
+        return run_ask(request, console)
+
+    run(lambda: make_console(color, quiet, settings), debug, body)
+
+
+@app.command(epilog=EXIT_CODES)
+def inspect(
+    documents: Annotated[
+        list[str], typer.Argument(help="Documents (paths, or - for stdin).", show_default=False)
+    ],
+    question: Annotated[
+        str, typer.Option("-q", "--question", help="A question, to count its tokens too.")
+    ] = "What is the main result?",
+    model: Model = None,
+    revision: Revision = None,
+    dtype: Dtype = None,
+    device: Device = None,
+    trust_remote_code: TrustRemoteCode = False,
+    pretraining_length: PretrainingLength = None,
+    chunk_size: ChunkSize = None,
+    local_window: LocalWindow = None,
+    no_dca: NoDca = False,
+    max_new_tokens: MaxNewTokens = None,
+    system: System = None,
+    template: Template = None,
+    max_context: MaxContext = None,
+    password: Password = None,
+    json_output: Json = False,
+    color: Color = None,
+    debug: Debug = False,
+) -> None:
+    """Pages, characters, tokens, DCA settings and memory: does it fit? No weights are loaded."""
+    settings = Settings()
+    common = Common(
+        model,
+        revision,
+        dtype,
+        device,
+        trust_remote_code,
+        pretraining_length,
+        chunk_size,
+        local_window,
+        None,
+        no_dca,
+        None,
+    )
+
+    def body(console) -> int:
+        from chunkqa.plan import make_plan
+        from chunkqa.report import inspect_lines, inspect_record
+
+        docs = read_documents(documents, password)
+        plan = make_plan(
+            docs,
+            [question],
+            model_spec(common, settings),
+            dca_options(common, settings),
+            settings.get("template", template),
+            settings.get("system", system),
+            settings.get("max_new_tokens", max_new_tokens),
+            settings.get("max_context", max_context),
+            strict=False,
+        )
+        if json_output:
+            console.json(inspect_record(plan))
+        else:
+            for line in inspect_lines(plan):
+                console.info(line)
+        return 0 if plan.fits else EXIT_DOES_NOT_FIT
+
+    run(lambda: make_console(color, False, settings), debug, body)
+
+
+def main() -> None:
+    """Entry point: usage errors become one `Error:` line and exit code 2; a closed stdout exits quietly."""
+    from typer.main import get_command
+
+    from chunkqa.cli_common import silence_stdout
+
+    command = get_command(app)
+    usage_error, no_args = _click_exceptions()
+    code = 0
+    try:
+        code = command.main(args=sys.argv[1:], prog_name="chunkqa", standalone_mode=False)
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except no_args:
+        code = 0  # the help text has been shown
+    except usage_error as exc:
+        ctx = getattr(exc, "ctx", None)
+        name = ctx.command_path if ctx is not None else "chunkqa"
+        sys.stderr.write(f"Error: {exc.format_message()}\nHint: see `{name} --help`\n")
+        sys.exit(EXIT_USAGE)
+    except typer.Abort:
+        sys.stderr.write("Error: interrupted\n")
+        sys.exit(130)
+    except BrokenPipeError:
+        silence_stdout()
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _click_exceptions() -> tuple[type[Exception], type[Exception]]:
+    """(UsageError, NoArgsIsHelpError): typer >= 0.26 vendors click as typer._click, older ones use click."""
+    try:
+        from typer._click import exceptions
+    except ImportError:  # pragma: no cover - depends on the installed typer
+        from click import exceptions
+    return exceptions.UsageError, getattr(exceptions, "NoArgsIsHelpError", exceptions.UsageError)

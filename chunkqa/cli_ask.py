@@ -1,0 +1,83 @@
+"""`chunkqa ask`: plan, banner, load, stream each answer, stats or JSON. Presentation only; the work
+is done by the public API (make_plan, open_session, Session.ask, answer_record)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from chunkqa.console import Console, stats_line
+from chunkqa.results import GenerationConfig, Stats
+
+
+@dataclass(frozen=True)
+class AskRequest:
+    """One `ask` invocation, options resolved."""
+
+    documents: Sequence[Any]
+    questions: Sequence[str]
+    spec: Any
+    dca: Any
+    generation: GenerationConfig
+    template: str | None = None
+    system: str | None = None
+    max_context: int | None = None
+    truncate: str | None = None
+    prefill_chunk: int = 4096
+    json_output: bool = False
+
+
+def run_ask(request: AskRequest, console: Console) -> int:
+    from chunkqa.plan import make_plan
+    from chunkqa.report import answer_record, banner_lines
+    from chunkqa.session import open_session
+
+    plan = make_plan(
+        request.documents,
+        request.questions,
+        request.spec,
+        request.dca,
+        request.template,
+        request.system,
+        request.generation.max_new_tokens,
+        request.max_context,
+        request.truncate,
+    )
+    for line in banner_lines(plan):
+        console.info(line)
+    if plan.dca is None and plan.budget.total > plan.pretraining_length:
+        console.warn(
+            "the context is longer than the model's pretraining length and DCA is off: expect poor answers"
+        )
+    session = open_session(plan, request.prefill_chunk)
+    for index, question in enumerate(request.questions):
+        if index and not request.json_output:
+            console.answer_piece("\n")
+        text, stats = stream_answer(session, question, request.generation, console, not request.json_output)
+        if request.json_output:
+            prefix = len(session.prompt(question, history=False).prefix)
+            console.json(answer_record(question, text, plan, session.loaded, stats, prefix))
+        else:
+            console.info(stats_line(stats))
+    return 0
+
+
+def stream_answer(
+    session: Any, question: str, config: GenerationConfig, console: Console, echo: bool, history: bool = False
+) -> tuple[str, Stats]:
+    """Prefill (with a progress bar on a terminal), then stream the answer to stdout when `echo`."""
+    text = ""
+    with console.progress("reading", 0) as update:
+        steps = session.ask(question, config, history=history, on_progress=update)
+        step = next(steps)
+    try:
+        while step.stats is None:
+            text += step.text
+            if echo:
+                console.answer_piece(step.text)
+            step = next(steps)
+    finally:
+        if echo and text:
+            console.end_answer()
+    return text, step.stats

@@ -1,0 +1,201 @@
+"""Pieces every chunkqa command shares: option types, settings resolution, documents from args, errors.
+
+Imports no torch: commands import the heavy API inside their bodies, after arguments are checked.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import typer
+
+from chunkqa.console import COLOR_CHOICES, Console
+from chunkqa.errors import EXIT_INTERRUPTED, EXIT_RUNTIME, ChunkqaError, UsageError
+from chunkqa.settings import Settings
+
+EXIT_CODES = (
+    "Exit codes: 0 ok · 1 runtime error (model, document, device) · "
+    "2 usage error (bad option, missing file) · "
+    "3 the prompt or its memory does not fit (see --max-context, --truncate) · 130 interrupted."
+)
+
+# ---- option types (flag, environment twin) --------------------------------------------------------
+Model = Annotated[
+    str | None,
+    typer.Option(
+        "-m",
+        "--model",
+        envvar="CHUNKQA_MODEL",
+        help="Hub id, local directory, or 'tiny' (bundled demo model).",
+    ),
+]
+Revision = Annotated[str | None, typer.Option("--revision", envvar="CHUNKQA_REVISION", help="Hub revision.")]
+Dtype = Annotated[
+    str | None,
+    typer.Option(
+        "--dtype", envvar="CHUNKQA_DTYPE", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16."
+    ),
+]
+Device = Annotated[
+    str | None, typer.Option("--device", envvar="CHUNKQA_DEVICE", help="auto, cpu, cuda, cuda:N.")
+]
+TrustRemoteCode = Annotated[
+    bool, typer.Option("--trust-remote-code", help="Run model code from the hub (off).")
+]
+PretrainingLength = Annotated[
+    int | None,
+    typer.Option(
+        "--pretraining-length",
+        envvar="CHUNKQA_PRETRAINING_LENGTH",
+        help="P; default: the model config's max_position_embeddings.",
+    ),
+]
+ChunkSize = Annotated[
+    int | None,
+    typer.Option("--chunk-size", envvar="CHUNKQA_CHUNK_SIZE", help="DCA chunk size c; default 3P/4."),
+]
+LocalWindow = Annotated[
+    int | None,
+    typer.Option("--local-window", envvar="CHUNKQA_LOCAL_WINDOW", help="DCA local window w; default P/8."),
+]
+LogitScale = Annotated[
+    str | None,
+    typer.Option(
+        "--logit-scale",
+        envvar="CHUNKQA_LOGIT_SCALE",
+        help="auto (x(0.05 ln(L/P)+1)^2 past P), auto:<coef>, or a number (1 = off).",
+    ),
+]
+NoDca = Annotated[bool, typer.Option("--no-dca", help="Run the model as it is, without DCA.")]
+Kernel = Annotated[
+    str | None, typer.Option("--kernel", envvar="CHUNKQA_KERNEL", help="DCA attention kernel.", hidden=True)
+]
+Color = Annotated[str | None, typer.Option("--color", envvar="CHUNKQA_COLOR", help="auto, always or never.")]
+Quiet = Annotated[bool, typer.Option("--quiet", help="Print only the answer.")]
+Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
+
+
+@dataclass(frozen=True)
+class Common:
+    """The options shared by commands that load a model."""
+
+    model: str | None = None
+    revision: str | None = None
+    dtype: str | None = None
+    device: str | None = None
+    trust_remote_code: bool = False
+    pretraining_length: int | None = None
+    chunk_size: int | None = None
+    local_window: int | None = None
+    logit_scale: str | None = None
+    no_dca: bool = False
+    kernel: str | None = None
+
+
+def model_spec(common: Common, settings: Settings) -> Any:
+    from chunkqa.model import ModelSpec
+
+    return ModelSpec(
+        name=settings.get("model", common.model),
+        revision=settings.get("revision", common.revision),
+        dtype=settings.get("dtype", common.dtype),
+        device=settings.get("device", common.device),
+        trust_remote_code=common.trust_remote_code,
+    )
+
+
+def dca_options(common: Common, settings: Settings) -> Any:
+    from chunkqa.dca.config import parse_logit_scale
+    from chunkqa.model import DCAOptions
+
+    for name in ("pretraining_length", "chunk_size", "local_window"):
+        value = getattr(common, name)
+        if value is not None and value <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    return DCAOptions(
+        enabled=not common.no_dca,
+        pretraining_length=settings.get("pretraining_length", common.pretraining_length),
+        chunk_size=settings.get("chunk_size", common.chunk_size),
+        local_window=settings.get("local_window", common.local_window),
+        logit_scale=parse_logit_scale(settings.get("logit_scale", common.logit_scale)),
+        kernel=settings.get("kernel", common.kernel),
+    )
+
+
+def make_console(color: str | None, quiet: bool, settings: Settings) -> Console:
+    choice = settings.get("color", color)
+    if choice not in COLOR_CHOICES:
+        raise UsageError(f"--color must be one of {', '.join(COLOR_CHOICES)}, got {choice!r}")
+    return Console(choice, quiet)
+
+
+def read_documents(sources: list[str], password: str | None) -> list[Any]:
+    """Documents from paths; '-' reads standard input (once)."""
+    from chunkqa.documents import document_from_bytes, load_document
+
+    if sources.count("-") > 1:
+        raise UsageError("standard input ('-') can be read only once")
+    documents = []
+    for source in sources:
+        if source == "-":
+            if sys.stdin is None or sys.stdin.isatty():
+                raise UsageError(
+                    "'-' reads the document from standard input, but nothing is piped in",
+                    hint="pipe a document: cat notes.txt | chunkqa ask - 'question'",
+                )
+            documents.append(document_from_bytes(sys.stdin.buffer.read(), password=password))
+        else:
+            documents.append(load_document(source, password=password))
+    return documents
+
+
+def run(console_factory: Callable[[], Console], debug: bool, body: Callable[[Console], int | None]) -> None:
+    """Run a command body; turn failures into one `Error:` line, a hint and the documented exit code."""
+    console = None
+    try:
+        console = console_factory()
+        code = body(console) or 0
+    except ChunkqaError as exc:
+        (console or Console()).error(exc.message, exc.hint)
+        code = exc.exit_code
+        if debug:
+            raise
+    except KeyboardInterrupt:
+        (console or Console()).error("interrupted")
+        code = EXIT_INTERRUPTED
+    except BrokenPipeError:
+        silence_stdout()
+        code = 0
+    except Exception as exc:  # the last resort: one line, with the traceback only under --debug
+        if debug:
+            raise
+        message, hint = describe_unexpected(exc)
+        (console or Console()).error(message, hint)
+        code = EXIT_RUNTIME
+    raise typer.Exit(code)
+
+
+def describe_unexpected(exc: BaseException) -> tuple[str, str]:
+    if type(exc).__name__ == "OutOfMemoryError":
+        return (
+            "the GPU ran out of memory",
+            "lower --max-context or --prefill-chunk, cut with --truncate, or use a smaller --dtype",
+        )
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return (
+        f"{type(exc).__name__}: {first}",
+        "rerun with --debug for the traceback, and report it if it is a bug",
+    )
+
+
+def silence_stdout() -> None:
+    """After the reader of stdout went away (`| head -1`), drop further output quietly."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
