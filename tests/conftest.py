@@ -17,3 +17,12 @@ def tiny_paths(tmp_path_factory) -> dict[str, Path]:
 
     directory = tmp_path_factory.mktemp("tiny-models")
     return {name: save_tiny(name, directory) for name in family_configs()}
+
+
+@pytest.fixture(scope="session")
+def cli_models(tmp_path_factory) -> dict[str, Path]:
+    """A tiny random base Llama and a tiny random ChatML Qwen2, each with a tokenizer (P = 64)."""
+    from tiny_models import save_cli_model
+
+    directory = tmp_path_factory.mktemp("cli-models")
+    return {kind: save_cli_model(kind, directory) for kind in ("llama", "qwen2")}
