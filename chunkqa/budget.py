@@ -88,36 +88,57 @@ def truncate(ids: list[int], keep: int, policy: str, elision: list[int]) -> list
     return ids[:head] + elision + ids[len(ids) - (keep - head) :]
 
 
+@dataclass(frozen=True)
+class Shape:
+    """The sizes the estimates need, read from any decoder config (with fallbacks for older names)."""
+
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    inner: int
+    vocab: int
+
+    @classmethod
+    def of(cls, config: Any) -> Shape:
+        hidden, heads = config.hidden_size, config.num_attention_heads
+        inner = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * hidden
+        return cls(
+            hidden,
+            config.num_hidden_layers,
+            heads,
+            getattr(config, "num_key_value_heads", None) or heads,
+            getattr(config, "head_dim", None) or hidden // heads,
+            inner,
+            config.vocab_size,
+        )
+
+
 def kv_bytes_per_token(config: Any, dtype_bytes: int) -> int:
     """Key + value bytes one token adds to the cache, over all layers."""
-    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    return 2 * config.num_hidden_layers * heads * head_dim * dtype_bytes
+    s = Shape.of(config)
+    return 2 * s.layers * s.kv_heads * s.head_dim * dtype_bytes
 
 
 def weight_bytes(config: Any, dtype_bytes: int) -> int:
     """Parameter bytes estimated from the config's shapes (MoE: every expert)."""
-    hidden, vocab, layers = config.hidden_size, config.vocab_size, config.num_hidden_layers
-    heads = config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or hidden // heads
-    attention = hidden * head_dim * (2 * heads + 2 * kv_heads)
+    s = Shape.of(config)
+    attention = s.hidden * s.head_dim * (2 * s.heads + 2 * s.kv_heads)
     experts = getattr(config, "num_local_experts", None) or getattr(config, "num_experts", None) or 1
     inner = getattr(config, "moe_intermediate_size", None) if experts > 1 else None
-    mlp = 3 * hidden * (inner or config.intermediate_size) * experts
-    shared = 3 * hidden * (getattr(config, "shared_expert_intermediate_size", None) or 0)
-    embeddings = vocab * hidden * (1 if getattr(config, "tie_word_embeddings", False) else 2)
-    return (layers * (attention + mlp + shared) + embeddings) * dtype_bytes
+    mlp = 3 * s.hidden * (inner or s.inner) * experts
+    shared = 3 * s.hidden * (getattr(config, "shared_expert_intermediate_size", None) or 0)
+    embeddings = s.vocab * s.hidden * (1 if getattr(config, "tie_word_embeddings", False) else 2)
+    return (s.layers * (attention + mlp + shared) + embeddings) * dtype_bytes
 
 
 def activation_bytes(config: Any, tokens: int, dtype_bytes: int, piece: int = PREFILL_PIECE) -> int:
     """Peak working memory of one prefill piece: hidden states, MLP intermediates, attention partials."""
+    s = Shape.of(config)
     rows = min(tokens, piece)
-    width = max(config.intermediate_size, 4 * config.hidden_size)
-    heads = config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    attention = 4 * rows * heads * head_dim * 4  # rotated queries and float32 partial outputs
-    return rows * (6 * config.hidden_size + 3 * width) * dtype_bytes + attention + config.vocab_size * 4
+    attention = 4 * rows * s.heads * s.head_dim * 4  # rotated queries and float32 partial outputs
+    return rows * (6 * s.hidden + 3 * max(s.inner, 4 * s.hidden)) * dtype_bytes + attention + s.vocab * 4
 
 
 def estimate_memory(config: Any, tokens: int, dtype_bytes: int, available: int | None) -> MemoryEstimate:

@@ -1,0 +1,3 @@
+from chunkqa.cli import main
+
+main()
