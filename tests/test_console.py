@@ -78,3 +78,12 @@ def test_stats_line():
     assert "cuda:0 peak 1.0 GiB alloc / 2.0 GiB reserved" in stats_line(gpu)
     assert "reused" not in stats_line(gpu) and "reused" in stats_line(gpu, show_reuse=True)
     assert human_bytes(512) == "512 B" and human_bytes(None) == "?"
+
+
+def test_progress_bar_on_a_terminal():
+    out, err = streams()
+    console = Console("always", stdout=out, stderr=err)
+    console.interactive = True  # as if stderr were a terminal
+    with console.progress("reading", 0) as update:
+        update(2048, 4096)
+    assert "reading" in err.getvalue() and out.getvalue() == ""
