@@ -276,6 +276,12 @@ def inspect(
     run(lambda: make_console(color, False, settings), debug, body)
 
 
+from chunkqa.cli_eval import eval_app, selftest  # noqa: E402
+
+app.add_typer(eval_app, name="eval")
+app.command(epilog=EXIT_CODES)(selftest)
+
+
 def main() -> None:
     """Entry point: usage errors become one `Error:` line and exit code 2; a closed stdout exits quietly."""
     from typer.main import get_command

@@ -1,0 +1,370 @@
+"""`chunkqa eval ppl|passkey|needle` and `chunkqa selftest`: options in, chunkqa.evals runs, results out.
+
+stdout holds the result (a table, or JSON lines with --json); banner, progress and per-cell lines go
+to stderr. Imports no torch: command bodies import the evaluation code after options are checked.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from chunkqa.cli_common import (
+    EXIT_CODES,
+    ChunkSize,
+    Color,
+    Common,
+    Debug,
+    Device,
+    Dtype,
+    Kernel,
+    LocalWindow,
+    LogitScale,
+    Model,
+    NoDca,
+    PretrainingLength,
+    Quiet,
+    Revision,
+    TrustRemoteCode,
+    dca_options,
+    make_console,
+    model_spec,
+    run,
+)
+from chunkqa.console import Console
+from chunkqa.errors import UsageError
+from chunkqa.settings import Settings
+
+eval_app = typer.Typer(
+    help="Measure a model with and without DCA: perplexity, pass-key retrieval, needle in a haystack.",
+    epilog=EXIT_CODES,
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+DEFAULT_LENGTHS = "1x,2x,4x,8x"
+Lengths = Annotated[
+    str, typer.Option("--lengths", help="Prompt lengths: tokens (512, 4k = 4096) or multiples of P (2x).")
+]
+Seed = Annotated[int, typer.Option("--seed", help="First seed; trial i uses seed + i.")]
+JsonOut = Annotated[bool, typer.Option("--json", help="JSON lines on stdout instead of the table.")]
+JsonlPath = Annotated[Path | None, typer.Option("--jsonl", help="Also append the JSON lines to this file.")]
+Compare = Annotated[bool, typer.Option("--compare", help="Also run every length without DCA.")]
+Scales = Annotated[
+    str | None,
+    typer.Option(
+        "--logit-scale",
+        envvar="CHUNKQA_LOGIT_SCALE",
+        help="DCA logit scales to run, e.g. 1,auto,auto:0.1 (default auto).",
+    ),
+]
+Trials = Annotated[int, typer.Option("--trials", min=1, help="Prompts per length (per cell for needle).")]
+Windows = Annotated[int, typer.Option("--windows", min=1, help="Windows per length.")]
+Data = Annotated[
+    list[str] | None,
+    typer.Option("--data", help="A text or PDF to read (repeatable); default: the validation books."),
+]
+Depths = Annotated[str, typer.Option("--depths", help="Needle depths: 0 = start, 1 = end.")]
+Plot = Annotated[Path | None, typer.Option("--plot", help="Write the accuracy heatmap to this PNG.")]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One eval command, options as given; `make` builds the evaluation (reading its inputs)."""
+
+    common: Common
+    lengths: str
+    compare: bool
+    scales: str | None
+    make: Callable[[], Any]  # -> PerplexityEval | PasskeyEval | NeedleEval
+    json: bool = False
+    jsonl: Path | None = None
+
+
+def common_options(values: dict[str, Any], **override: Any) -> Common:
+    """The model and DCA options among a command's parameters (its `locals()`), as `Common`."""
+    names = [f.name for f in fields(Common)]
+    return Common(**{name: values.get(name, getattr(Common, name)) for name in names} | override)
+
+
+def run_job(job: Job, quiet: bool, color: str | None, debug: bool, after: Callable | None = None) -> None:
+    """Check options, load the model once, score every cell under every setting, print the table (or JSON)."""
+    settings = Settings()
+
+    def body(console: Console) -> int:
+        from chunkqa.evals.grid import make_settings, parse_lengths
+        from chunkqa.evals.runner import load_once
+
+        lengths = parse_lengths(job.lengths)
+        evaluation = job.make()
+        spec, base = model_spec(job.common, settings), dca_options(job.common, settings)
+        if not base.enabled and job.scales is not None:
+            console.warn("--logit-scale has no effect with --no-dca")
+        runs = make_settings(base.enabled, job.compare, job.scales or str(settings.get("logit_scale")))
+        with _jsonl(job.jsonl) as write:
+            loaded = load_once(spec, base, runs)
+            tokens = _banner(console, loaded, base, lengths, None, f"{evaluation.describe} · {_labels(runs)}")
+
+            def on_record(record: dict) -> None:
+                write(record)
+                if job.json:
+                    console.json(record)
+
+            records = score_all(console, evaluation, loaded, base, runs, tokens, on_record)
+        if not job.json:
+            console.answer_piece(_table(evaluation.kind, records) + "\n")
+        if after:
+            after(console, records)
+        return 0
+
+    run(lambda: make_console(color, quiet, settings), debug, body)
+
+
+def _labels(runs: Sequence[Any]) -> str:
+    return ", ".join(s.label for s in runs)
+
+
+def _banner(console: Console, loaded: Any, base: Any, lengths: Any, default: Any, what: str) -> list[int]:
+    """Model and settings on stderr; returns the lengths in tokens (multiples of P resolved)."""
+    from chunkqa.evals.grid import resolve_lengths
+    from chunkqa.evals.runner import pretraining_length
+
+    p = pretraining_length(loaded, base)
+    tokens = resolve_lengths(lengths, p) if lengths else default(p)
+    dtype = str(loaded.dtype).removeprefix("torch.")
+    console.info(f"model {loaded.spec.name} ({loaded.config.model_type}, {dtype}, {loaded.device}) · P {p:,}")
+    console.info(f"{what} · lengths {', '.join(map(str, tokens))}")
+    return tokens
+
+
+def score_all(
+    console, evaluation, loaded, base, runs, tokens, on_record: Callable[[dict], None]
+) -> list[dict]:
+    """Run every cell under every setting with a progress bar; a line on stderr per scored cell."""
+    from chunkqa.evals.runner import run_cells, total_tokens
+
+    cells = evaluation.cells(loaded, tokens)
+    for cell in cells:
+        if len(cell.items) < getattr(evaluation, "windows", 0):
+            console.warn(f"only {len(cell.items)} windows of {cell.length:,} tokens fit in the texts")
+    records, done, total = [], 0, total_tokens(cells, runs)
+    with console.progress(evaluation.kind, total) as update:
+
+        def tick(count: int) -> None:
+            nonlocal done
+            done += count
+            update(done, total)
+
+        for record in run_cells(loaded, base, runs, cells, evaluation.score_cell, evaluation.kind, tick):
+            records.append(record)
+            on_record(record)
+            console.info(f"{record['setting']} · {record['length']:,} tokens · {evaluation.summary(record)}")
+    return records
+
+
+@contextmanager
+def _jsonl(path: Path | None) -> Iterator[Callable[[dict], None]]:
+    """Append records to a file as they come; opened before the model loads, so a bad path fails early."""
+    if path is None:
+        yield lambda record: None
+        return
+    try:
+        file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by the with below
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+    with file:
+
+        def write(record: dict) -> None:
+            file.write(json.dumps(record, ensure_ascii=False) + "\n")
+            file.flush()
+
+        yield write
+
+
+def _table(kind: str, records: list[dict]) -> str:
+    from chunkqa.evals.table import metric_table, needle_table
+
+    return needle_table(records) if kind == "needle" else metric_table(records)
+
+
+@eval_app.command(epilog=EXIT_CODES)
+def ppl(
+    model: Model = None,
+    revision: Revision = None,
+    dtype: Dtype = None,
+    device: Device = None,
+    trust_remote_code: TrustRemoteCode = False,
+    pretraining_length: PretrainingLength = None,
+    chunk_size: ChunkSize = None,
+    local_window: LocalWindow = None,
+    logit_scale: Scales = None,
+    no_dca: NoDca = False,
+    kernel: Kernel = None,
+    compare: Compare = False,
+    lengths: Lengths = DEFAULT_LENGTHS,
+    windows: Windows = 20,
+    data: Data = None,
+    json_output: JsonOut = False,
+    jsonl: JsonlPath = None,
+    quiet: Quiet = False,
+    color: Color = None,
+    debug: Debug = False,
+) -> None:
+    """Perplexity on windows of exactly L tokens (docs/evaluation.md says how they are cut)."""
+
+    def make() -> Any:
+        from chunkqa.evals.data import data_label, load_texts
+        from chunkqa.evals.ppl import PerplexityEval
+
+        return PerplexityEval(tuple(load_texts(data)), windows, data_label(data))
+
+    options = common_options(locals(), logit_scale=None)
+    run_job(Job(options, lengths, compare, logit_scale, make, json_output, jsonl), quiet, color, debug)
+
+
+@eval_app.command(epilog=EXIT_CODES)
+def passkey(
+    model: Model = None,
+    revision: Revision = None,
+    dtype: Dtype = None,
+    device: Device = None,
+    trust_remote_code: TrustRemoteCode = False,
+    pretraining_length: PretrainingLength = None,
+    chunk_size: ChunkSize = None,
+    local_window: LocalWindow = None,
+    logit_scale: Scales = None,
+    no_dca: NoDca = False,
+    kernel: Kernel = None,
+    compare: Compare = False,
+    lengths: Lengths = DEFAULT_LENGTHS,
+    trials: Trials = 20,
+    seed: Seed = 0,
+    json_output: JsonOut = False,
+    jsonl: JsonlPath = None,
+    quiet: Quiet = False,
+    color: Color = None,
+    debug: Debug = False,
+) -> None:
+    """Pass-key retrieval (the ChunkLlama protocol): accuracy per length, greedy, seeded."""
+
+    def make() -> Any:
+        from chunkqa.evals.passkey import PasskeyEval
+
+        return PasskeyEval(trials, seed)
+
+    options = common_options(locals(), logit_scale=None)
+    run_job(Job(options, lengths, compare, logit_scale, make, json_output, jsonl), quiet, color, debug)
+
+
+@eval_app.command(epilog=EXIT_CODES)
+def needle(
+    model: Model = None,
+    revision: Revision = None,
+    dtype: Dtype = None,
+    device: Device = None,
+    trust_remote_code: TrustRemoteCode = False,
+    pretraining_length: PretrainingLength = None,
+    chunk_size: ChunkSize = None,
+    local_window: LocalWindow = None,
+    logit_scale: Scales = None,
+    no_dca: NoDca = False,
+    kernel: Kernel = None,
+    compare: Compare = False,
+    lengths: Lengths = DEFAULT_LENGTHS,
+    depths: Depths = "0,0.25,0.5,0.75,1",
+    trials: Trials = 5,
+    seed: Seed = 0,
+    data: Data = None,
+    plot: Plot = None,
+    json_output: JsonOut = False,
+    jsonl: JsonlPath = None,
+    quiet: Quiet = False,
+    color: Color = None,
+    debug: Debug = False,
+) -> None:
+    """Needle in a haystack: accuracy per (depth, length) cell, asked the way `chunkqa ask` asks."""
+
+    def make() -> Any:
+        from chunkqa.evals.data import data_label, load_texts
+        from chunkqa.evals.grid import parse_depths
+        from chunkqa.evals.needle import NeedleEval
+
+        found = tuple(parse_depths(depths))
+        _check_plot_path(plot)
+        return NeedleEval(tuple(load_texts(data)), found, trials, seed, data_label(data))
+
+    def after(console: Console, records: list[dict]) -> None:
+        if plot is not None:
+            from chunkqa.evals.plot import write_heatmap
+
+            title = f"needle · {records[0]['model']} · P {records[0]['pretraining_length']:,}"
+            console.info(f"heatmap written to {write_heatmap(plot, records, title)}")
+
+    options = common_options(locals(), logit_scale=None)
+    run_job(Job(options, lengths, compare, logit_scale, make, json_output, jsonl), quiet, color, debug, after)
+
+
+def _check_plot_path(plot: Path | None) -> None:
+    import importlib.util
+
+    if plot is None:
+        return
+    if not plot.parent.is_dir():
+        raise UsageError(f"cannot write the heatmap: no folder {plot.parent}")
+    if importlib.util.find_spec("matplotlib") is None:
+        raise UsageError("--plot needs matplotlib", hint="pip install 'chunkqa[eval]'")
+
+
+def selftest(
+    model: Model = None,
+    revision: Revision = None,
+    dtype: Dtype = None,
+    device: Device = None,
+    trust_remote_code: TrustRemoteCode = False,
+    pretraining_length: PretrainingLength = None,
+    chunk_size: ChunkSize = None,
+    local_window: LocalWindow = None,
+    logit_scale: LogitScale = None,
+    kernel: Kernel = None,
+    lengths: Annotated[
+        str | None, typer.Option("--lengths", help="Pass-key lengths; default 2x,4x,8x (each at most 32k).")
+    ] = None,
+    trials: Trials = 5,
+    seed: Seed = 0,
+    quiet: Quiet = False,
+    color: Color = None,
+    debug: Debug = False,
+) -> None:
+    """Check that DCA works here: the patch is active and exact, and pass keys are found at 2P, 4P, 8P."""
+    settings = Settings()
+    options = common_options(locals())
+
+    def body(console: Console) -> int:
+        from chunkqa.evals import selftest as check_module
+        from chunkqa.evals.grid import Setting, parse_lengths
+        from chunkqa.evals.passkey import PasskeyEval
+        from chunkqa.evals.runner import load_once, versions
+        from chunkqa.evals.table import selftest_table
+
+        parsed = parse_lengths(lengths) if lengths is not None else None
+        spec, base = model_spec(options, settings), dca_options(options, settings)
+        runs = [Setting(dca=True, logit_scale=base.logit_scale)]
+        loaded = load_once(spec, base, runs)
+        what = f"selftest · {runs[0].label} · {trials} pass keys per length"
+        tokens = _banner(console, loaded, base, parsed, check_module.default_lengths, what)
+        check = check_module.patch_check(loaded, base, runs[0])
+        records = score_all(console, PasskeyEval(trials, seed), loaded, base, runs, tokens, lambda r: None)
+        console.answer_piece(f"{check.describe()}\n{selftest_table(records, check_module.THRESHOLD)}\n")
+        error = check_module.verdict(records, check, versions()["transformers"])
+        if error is not None:
+            raise error
+        console.info("selftest passed")
+        return 0
+
+    run(lambda: make_console(color, quiet, settings), debug, body)

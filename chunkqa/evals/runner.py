@@ -1,0 +1,143 @@
+"""The evaluation loop: load a model once, then for each setting apply DCA, score every cell, remove it.
+
+A cell is one length (and, for the needle, one depth) with its items (windows or trials), built
+once and scored identically under every setting. Each scored cell becomes one JSON-ready record.
+Heavy imports (torch, transformers) happen inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, replace
+from typing import Any
+
+from chunkqa.evals.grid import Setting
+
+Tick = Callable[[int], None]  # called with the number of tokens just processed
+Scorer = Callable[[Any, "Cell", Tick], dict[str, Any]]  # (loaded model, cell, tick) -> record fields
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One length (and depth) of an evaluation, with the items scored there."""
+
+    length: int
+    items: tuple[Any, ...]
+    tokens: int  # tokens fed to the model for all items, for progress
+    depth: float | None = None
+
+
+def load_once(spec: Any, base: Any, settings: Sequence[Setting]) -> Any:
+    """Check every DCA setting against the model's config, then load the weights once, without DCA."""
+    from chunkqa.model import check_dca, load_config, load_model
+
+    config = load_config(spec)
+    for setting in settings:
+        if setting.dca:
+            check_dca(config, replace(base, enabled=True, logit_scale=setting.logit_scale))
+    return load_model(spec, replace(base, enabled=False))
+
+
+def pretraining_length(loaded: Any, base: Any) -> int:
+    """P: --pretraining-length when given, else what the model's config implies (as DCA reads it)."""
+    from chunkqa.dca.config import default_settings
+
+    return base.pretraining_length or default_settings(loaded.model.config)[0]
+
+
+@contextmanager
+def applied(loaded: Any, base: Any, setting: Setting) -> Iterator[Any]:
+    """The loaded model as this setting runs it; DCA is removed again on the way out."""
+    if not setting.dca:
+        yield replace(loaded, handle=None)
+        return
+    from chunkqa.dca import apply_dca
+
+    handle = apply_dca(
+        loaded.model,
+        base.pretraining_length,
+        base.chunk_size,
+        base.local_window,
+        setting.logit_scale,
+        base.kernel,
+    )
+    try:
+        yield replace(loaded, handle=handle)
+    finally:
+        handle.remove()
+
+
+def logit_scale_pinned(loaded: Any, length: int) -> Any:
+    """Pin the DCA logit scale to a prompt's full length while it is fed in pieces (no-op without DCA)."""
+    return loaded.handle.prompt_length(length) if loaded.handle is not None else nullcontext()
+
+
+def greedy(loaded: Any, ids: Sequence[int], max_new_tokens: int) -> list[int]:
+    """Greedy tokens after a prompt (stop tokens included), the prompt prefilled in pieces."""
+    from transformers import DynamicCache
+
+    from chunkqa.budget import PREFILL_PIECE
+    from chunkqa.generate import decode_tokens, prefill, stop_token_ids
+    from chunkqa.results import GenerationConfig
+
+    cache = DynamicCache(config=loaded.model.config)
+    config = GenerationConfig(max_new_tokens=max_new_tokens)
+    stops = stop_token_ids(loaded.model, loaded.tokenizer)
+    with logit_scale_pinned(loaded, len(ids)):
+        logits = prefill(loaded.model, ids, cache, PREFILL_PIECE)
+        return list(decode_tokens(loaded.model, cache, logits, config, stops))
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for name in ("chunkqa", "torch", "transformers"):
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "unknown"
+    return found
+
+
+def record(kind: str, loaded: Any, setting: Setting, length: int, pretraining: int, **fields: Any) -> dict:
+    """One JSON-ready result: what was run (model, setting, length) and what it scored."""
+    dca = None
+    if loaded.handle is not None:
+        dca = {**loaded.handle.config.describe(), "logit_factor": loaded.handle.logit_factor(length)}
+    return {
+        "eval": kind,
+        "model": loaded.spec.name,
+        "revision": loaded.revision,
+        "dtype": str(loaded.dtype).removeprefix("torch."),
+        "device": str(loaded.device),
+        "setting": setting.label,
+        "dca": dca,
+        "pretraining_length": pretraining,
+        "length": length,
+        "extension": round(length / pretraining, 3),
+        **fields,
+        "versions": versions(),
+    }
+
+
+def run_cells(
+    loaded: Any,
+    base: Any,
+    settings: Sequence[Setting],
+    cells: Sequence[Cell],
+    scorer: Scorer,
+    kind: str,
+    tick: Tick | None = None,
+) -> Iterator[dict]:
+    """Score every cell under every setting (settings outer, so DCA is applied once per setting)."""
+    pretraining = pretraining_length(loaded, base)
+    tick = tick or (lambda tokens: None)
+    for setting in settings:
+        with applied(loaded, base, setting) as run:
+            for cell in cells:
+                yield record(kind, run, setting, cell.length, pretraining, **scorer(run, cell, tick))
+
+
+def total_tokens(cells: Sequence[Cell], settings: Sequence[Setting]) -> int:
+    return sum(cell.tokens for cell in cells) * len(settings)
