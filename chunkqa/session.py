@@ -108,7 +108,7 @@ class Session:
                         reason = "eos"
                         break
                     yield Step(token, stream.add(token))
-            except KeyboardInterrupt:
+            except (KeyboardInterrupt, GeneratorExit):  # GeneratorExit: the caller stopped reading
                 reason = "interrupted"
                 trim_cache(self.cache, len(self.cache_ids))
                 raise
@@ -152,13 +152,14 @@ class Session:
         def mark(done: int) -> None:
             self.cache_ids = ids[: base + done]
 
-        if reused < len(prompt.prefix) and self.after_prefix is not None:
-            prefill(self.loaded.model, ids[base : len(prompt.prefix)], self.cache, self.piece, progress, mark)
-            self.after_prefix(self, prompt)
-            base = len(prompt.prefix)
         try:
+            if reused < len(prompt.prefix) and self.after_prefix is not None:
+                prefix = ids[base : len(prompt.prefix)]
+                prefill(self.loaded.model, prefix, self.cache, self.piece, progress, mark)
+                self.after_prefix(self, prompt)
+                base = len(prompt.prefix)
             logits = prefill(self.loaded.model, ids[base:], self.cache, self.piece, progress, mark)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # layers may disagree mid-forward: keep only completed pieces
             trim_cache(self.cache, len(self.cache_ids))
             raise
         return reused, logits
