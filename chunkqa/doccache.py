@@ -1,0 +1,273 @@
+"""The document cache: a document prefix's KV cache kept on disk, keyed by everything that shapes it.
+
+An entry is one safetensors file, `<key>.safetensors`, in the cache directory (format and checks in
+`chunkqa.kvfile`). The key is a sha256 over the model (id, revision, file fingerprint), dtype, device
+type, DCA settings and kernel, template, system prompt, tokenizer, library versions and the prefix
+token ids (which cover the document and the framing around it): any change gives another entry.
+A bad entry is deleted and reported, never used. Last use is the file's mtime, touched on every load;
+past the size limit the least recently used entries go first. `DocCache` connects a Session through
+its prefix hooks. Nothing here prints: what happened comes back as `CacheEvent`s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import threading
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chunkqa import __version__
+from chunkqa.errors import UsageError
+from chunkqa.kvfile import (
+    FORMAT,
+    CorruptEntry,
+    Entry,
+    clear_entries,
+    entry_path,
+    evict,
+    list_entries,
+    make_header,
+    read_entry,
+    write_entry,
+)
+
+__all__ = ["CacheEvent", "CacheOptions", "DocCache", "Entry", "clear_entries", "list_entries", "parse_size"]
+
+DEFAULT_MIN_TOKENS = 2048  # shorter prefixes prefill in about a second: not worth the disk
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_UNITS.update({"k": 2**10, "kib": 2**10, "m": 2**20, "mib": 2**20, "g": 2**30, "gib": 2**30})
+_UNITS.update({"t": 2**40, "tib": 2**40})
+
+
+@dataclass(frozen=True)
+class CacheOptions:
+    """Where the cache lives, how large it may grow, and the shortest prefix worth storing."""
+
+    directory: Path
+    max_bytes: int
+    min_tokens: int = DEFAULT_MIN_TOKENS
+
+
+@dataclass(frozen=True)
+class CacheEvent:
+    """Something the cache did: hit, miss, saved, corrupt (deleted, to be rebuilt), failed, evicted."""
+
+    kind: str
+    message: str
+    path: Path | None = None
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "chunkqa" / "kv"
+
+
+def parse_size(text: str | int) -> int:
+    """'20GiB', '500MB', '0' (no saving) or a byte count -> bytes."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return max(text, 0)
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(text))
+    unit = match and _UNITS.get(match.group(2).lower())
+    if not match or unit is None:
+        raise UsageError(f"cannot read the cache size {text!r}", hint="write it like 20GiB, 500MB or 0 (off)")
+    return int(float(match.group(1)) * unit)
+
+
+# ---- the key ---------------------------------------------------------------------------------------
+def ids_digest(ids: Sequence[int]) -> str:
+    return hashlib.sha256(array("q", ids).tobytes()).hexdigest()
+
+
+def text_digest(text: str | None) -> str:
+    return hashlib.sha256((text or "").encode("utf-8")).hexdigest()
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """Hash of the tokenizer's full definition (vocab, merges, normalisers, special tokens, template)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    body = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    extra = [type(tokenizer).__name__, sorted(tokenizer.all_special_tokens), tokenizer.chat_template]
+    return text_digest(body + json.dumps(extra, default=str))
+
+
+def model_fingerprint(source: str) -> list[list[Any]] | None:
+    """Name, size and mtime of a local model directory's config and weight files (None for hub ids)."""
+    path = Path(source)
+    if not path.is_dir():
+        return None
+    files = sorted(p for p in path.iterdir() if p.suffix in (".json", ".safetensors", ".bin", ".pt"))
+    return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+
+
+def key_fields(loaded: Any, builder: Any, prefix: Sequence[int], tokenizer_id: str) -> dict[str, Any]:
+    """Everything the prefix's KV depends on, as JSON-ready values."""
+    import torch
+    import transformers
+
+    source = str(Path(loaded.source).resolve()) if Path(loaded.source).is_dir() else loaded.source
+    dca = None
+    if loaded.handle is not None:
+        config = loaded.config
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        kernel = loaded.handle.kernel_name(loaded.device, loaded.dtype, head_dim)
+        dca = {**loaded.handle.config.describe(), "kernel": kernel}
+    return {
+        "format": FORMAT,
+        "versions": {
+            "chunkqa": __version__,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        },
+        "model": {"source": source, "revision": loaded.revision, "files": model_fingerprint(loaded.source)},
+        "architecture": loaded.config.model_type,
+        "dtype": str(loaded.dtype).removeprefix("torch."),
+        "device": loaded.device.type,
+        "dca": dca,
+        "template": text_digest(builder.template),
+        "system": text_digest(builder.system),
+        "chat": builder.chat,
+        "tokenizer": tokenizer_id,
+        "prefix": {"tokens": len(prefix), "sha256": ids_digest(prefix)},
+    }
+
+
+def entry_key(fields: dict[str, Any]) -> str:
+    return text_digest(json.dumps(fields, sort_keys=True))
+
+
+# ---- a session's link to the cache ---------------------------------------------------------------------
+class DocCache:
+    """Loads a session's document prefix from disk before prefill, saves it right after it is computed.
+
+    Saving snapshots the prefix (a GPU prefix is copied to the CPU first) and writes the file in a
+    background thread while the answer is generated; `wait()` joins it and returns what happened.
+    """
+
+    def __init__(self, options: CacheOptions, label: dict[str, Any] | None = None) -> None:
+        self.options = options
+        self.label = label or {}  # model and document names, shown by `chunkqa cache list`
+        self.status = "off"  # the last outcome: hit, miss, saved, short, corrupt
+        self.refresh = False  # skip the next load and overwrite the entry (chat's /reset)
+        self._events: list[CacheEvent] = []
+        self._lock = threading.Lock()
+        self._writer: threading.Thread | None = None
+        self._tokenizers: dict[int, str] = {}
+
+    def attach(self, session: Any) -> DocCache:
+        session.before_prefix, session.after_prefix = self.load, self.save
+        return self
+
+    def load(self, session: Any, prompt: Any) -> None:
+        """before_prefix: fill the session's cache with the stored prefix, if a sound entry exists."""
+        if not self._wanted(prompt) or self._consume_refresh():
+            return
+        key, fields = self._key(session, prompt)
+        path = entry_path(self.options.directory, key)
+        if not path.is_file():
+            self.status = "miss"
+            return
+        layers = session.loaded.config.num_hidden_layers
+        try:
+            tensors = read_entry(path, key, fields, layers, session.loaded.device)
+        except CorruptEntry as exc:
+            path.unlink(missing_ok=True)
+            self.status = "corrupt"
+            self._event(
+                "corrupt", f"document cache entry {path.name[:12]}… rejected, rebuilding it: {exc}", path
+            )
+            return
+        self._fill(session, prompt, tensors)
+        with contextlib.suppress(OSError):
+            os.utime(path)  # last use, for eviction
+        self.status = "hit"
+        self._event("hit", f"document cache: {len(prompt.prefix):,} prefix tokens loaded from {path}", path)
+
+    def save(self, session: Any, prompt: Any) -> None:
+        """after_prefix: snapshot the freshly computed prefix and write it in the background."""
+        if not self._wanted(prompt) or self.options.max_bytes <= 0:
+            return
+        layers = [(layer.keys, layer.values) for layer in session.cache.layers]
+        if any(k is None or k.shape[-2] != len(prompt.prefix) for k, _ in layers):
+            self._event("skipped", "document cache: this model's cache does not keep every key; not saved")
+            return
+        size = sum(k.nbytes + v.nbytes for k, v in layers)
+        if size > self.options.max_bytes:
+            self._event(
+                "skipped", f"document cache: the prefix ({size / 2**20:,.0f} MiB) exceeds the cache size"
+            )
+            return
+        key, fields = self._key(session, prompt)
+        header = make_header(key, fields, layers, self.label)
+        if session.loaded.device.type != "cpu":
+            layers = [(k.to("cpu"), v.to("cpu")) for k, v in layers]
+        self.wait_writer()
+        self._writer = threading.Thread(
+            target=self._write, args=(key, header, layers), name="chunkqa-doccache"
+        )
+        self._writer.start()
+        self.status = "saved"
+
+    def events(self) -> list[CacheEvent]:
+        """What happened since the last call (hits, rejected entries, finished saves)."""
+        with self._lock:
+            events, self._events = self._events, []
+        return events
+
+    def wait_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.join()
+            self._writer = None
+
+    def wait(self) -> list[CacheEvent]:
+        """Finish any pending save; then the events."""
+        self.wait_writer()
+        return self.events()
+
+    def _write(self, key: str, header: dict, layers: list[tuple[Any, Any]]) -> None:
+        try:
+            path = write_entry(self.options.directory, key, header, layers)
+            removed = evict(self.options.directory, self.options.max_bytes, keep=path)
+        except Exception as exc:  # a background thread must not die with a traceback on stderr
+            self._event("failed", f"document cache: could not save ({type(exc).__name__}: {exc})")
+            return
+        self._event("saved", f"document cache: saved {header['tokens']:,} prefix tokens to {path}", path)
+        if removed:
+            self._event("evicted", f"document cache: removed {len(removed)} least recently used entries")
+
+    def _fill(self, session: Any, prompt: Any, tensors: list[tuple[Any, Any]]) -> None:
+        from chunkqa.session import trim_cache
+
+        trim_cache(session.cache, 0)
+        for i in range(len(tensors)):
+            k, v = tensors[i]
+            tensors[i] = None  # drop the loaded copy as soon as the cache holds it
+            session.cache.update(k, v, i)
+        session.cache_ids = list(prompt.prefix)
+
+    def _wanted(self, prompt: Any) -> bool:
+        if len(prompt.prefix) < self.options.min_tokens:
+            self.status = "short"
+            return False
+        return True
+
+    def _consume_refresh(self) -> bool:
+        refresh, self.refresh = self.refresh, False
+        return refresh
+
+    def _key(self, session: Any, prompt: Any) -> tuple[str, dict[str, Any]]:
+        tokenizer = session.builder.tokenizer
+        if id(tokenizer) not in self._tokenizers:
+            self._tokenizers[id(tokenizer)] = tokenizer_fingerprint(tokenizer)
+        fields = key_fields(session.loaded, session.builder, prompt.prefix, self._tokenizers[id(tokenizer)])
+        return entry_key(fields), fields
+
+    def _event(self, kind: str, message: str, path: Path | None = None) -> None:
+        with self._lock:
+            self._events.append(CacheEvent(kind, message, path))
