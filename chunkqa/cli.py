@@ -159,6 +159,8 @@ def ask(
     prefill_chunk: PrefillChunk = None,
     password: Password = None,
     json_output: Json = False,
+    no_cache: NoCache = False,
+    cache_min_tokens: CacheMinTokens = None,
     quiet: Quiet = False,
     color: Color = None,
     debug: Debug = False,
@@ -181,6 +183,7 @@ def ask(
 
     def body(console) -> int:
         from chunkqa.cli_ask import AskRequest, run_ask
+        from chunkqa.cli_chat import cache_options
         from chunkqa.results import GenerationConfig
 
         sources, questions = _split_args(args, question)
@@ -202,6 +205,7 @@ def ask(
             truncate=truncate,
             prefill_chunk=settings.get("prefill_chunk", prefill_chunk),
             json_output=json_output,
+            cache=cache_options(settings, no_cache, cache_min_tokens),
         )
         return run_ask(request, console)
 
@@ -280,6 +284,11 @@ from chunkqa.cli_eval import eval_app, selftest  # noqa: E402
 
 app.add_typer(eval_app, name="eval")
 app.command(epilog=EXIT_CODES)(selftest)
+
+from chunkqa.cli_chat import CacheMinTokens, NoCache, cache_app, chat  # noqa: E402
+
+app.command(epilog=EXIT_CODES)(chat)
+app.add_typer(cache_app, name="cache")
 
 
 def main() -> None:

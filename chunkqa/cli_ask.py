@@ -26,6 +26,7 @@ class AskRequest:
     truncate: str | None = None
     prefill_chunk: int = 4096
     json_output: bool = False
+    cache: Any = None  # doccache.CacheOptions; None: no disk cache (--no-cache)
 
 
 def run_ask(request: AskRequest, console: Console) -> int:
@@ -51,16 +52,39 @@ def run_ask(request: AskRequest, console: Console) -> int:
             "the context is longer than the model's pretraining length and DCA is off: expect poor answers"
         )
     session = open_session(plan, request.prefill_chunk)
-    for index, question in enumerate(request.questions):
-        if index and not request.json_output:
-            console.answer_piece("\n")
-        text, stats = stream_answer(session, question, request.generation, console, not request.json_output)
-        if request.json_output:
-            prefix = len(session.prompt(question, history=False).prefix)
-            console.json(answer_record(question, text, plan, session.loaded, stats, prefix))
-        else:
-            console.info(stats_line(stats))
+    cache = doc_cache(request.cache, plan, session)
+    try:
+        for index, question in enumerate(request.questions):
+            if index and not request.json_output:
+                console.answer_piece("\n")
+            text, stats = stream_answer(
+                session, question, request.generation, console, not request.json_output
+            )
+            report_cache(cache, console)
+            if request.json_output:
+                prefix = len(session.prompt(question, history=False).prefix)
+                console.json(answer_record(question, text, plan, session.loaded, stats, prefix))
+            else:
+                console.info(stats_line(stats))
+    finally:
+        report_cache(cache, console, wait=True)  # a save still being written finishes first
     return 0
+
+
+def doc_cache(options: Any, plan: Any, session: Any) -> Any:
+    """The session's link to the on-disk document cache, or None when it is off."""
+    if options is None:
+        return None
+    from chunkqa.doccache import DocCache
+
+    label = {"model": plan.spec.name, "documents": [d.name for d in plan.documents]}
+    return DocCache(options, label).attach(session)
+
+
+def report_cache(cache: Any, console: Console, wait: bool = False) -> None:
+    """Cache hits and saves as info lines; rejected entries and failed saves as warnings."""
+    for event in (cache.wait() if wait else cache.events()) if cache is not None else ():
+        (console.warn if event.kind in ("corrupt", "failed") else console.info)(event.message)
 
 
 def stream_answer(
