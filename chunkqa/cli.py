@@ -13,27 +13,45 @@ import typer
 from chunkqa import __version__
 from chunkqa.cli_common import (
     EXIT_CODES,
-    ChunkSize,
-    Color,
     Common,
-    Debug,
-    Device,
-    Dtype,
-    Kernel,
-    LocalWindow,
-    LogitScale,
-    Model,
-    NoDca,
-    PretrainingLength,
-    Quiet,
-    Revision,
-    TrustRemoteCode,
     dca_options,
     make_console,
     model_spec,
     read_documents,
     run,
 )
+from chunkqa.cli_options import (
+    CacheMinTokens,
+    ChunkSize,
+    Color,
+    Debug,
+    Device,
+    Dtype,
+    Json,
+    Kernel,
+    LocalWindow,
+    LogitScale,
+    MaxContext,
+    MaxNewTokens,
+    Model,
+    NoCache,
+    NoDca,
+    Password,
+    PrefillChunk,
+    PretrainingLength,
+    Questions,
+    Quiet,
+    Revision,
+    Seed,
+    System,
+    Temperature,
+    Template,
+    TopP,
+    Tp,
+    Truncate,
+    TrustRemoteCode,
+)
+from chunkqa.console import Console
 from chunkqa.errors import EXIT_DOES_NOT_FIT, EXIT_USAGE, UsageError
 from chunkqa.settings import Settings
 
@@ -46,60 +64,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-Questions = Annotated[list[str] | None, typer.Option("-q", "--question", help="A question (repeatable).")]
-MaxNewTokens = Annotated[
-    int | None,
-    typer.Option(
-        "--max-new-tokens", envvar="CHUNKQA_MAX_NEW_TOKENS", help="Longest answer, in tokens [512]."
-    ),
-]
-Temperature = Annotated[
-    float | None, typer.Option("--temperature", envvar="CHUNKQA_TEMPERATURE", help="0 = greedy [0].")
-]
-TopP = Annotated[
-    float | None, typer.Option("--top-p", envvar="CHUNKQA_TOP_P", help="Nucleus sampling mass [1].")
-]
-Seed = Annotated[int | None, typer.Option("--seed", envvar="CHUNKQA_SEED", help="Sampling seed.")]
-System = Annotated[
-    str | None,
-    typer.Option(
-        "--system",
-        envvar="CHUNKQA_SYSTEM",
-        help="System prompt ('' for none); default prompts/system.txt for instruct models.",
-    ),
-]
-Template = Annotated[
-    str | None,
-    typer.Option(
-        "--template",
-        envvar="CHUNKQA_TEMPLATE",
-        help="qa, summary, base, or a file with {document} and {question}.",
-    ),
-]
-MaxContext = Annotated[
-    int | None,
-    typer.Option(
-        "--max-context",
-        envvar="CHUNKQA_MAX_CONTEXT",
-        help="Token limit for document + prompt + answer [sized for this machine].",
-    ),
-]
-Truncate = Annotated[
-    str | None,
-    typer.Option(
-        "--truncate", help="Over the limit, cut the document's start, middle or end instead of failing."
-    ),
-]
-PrefillChunk = Annotated[
-    int | None,
-    typer.Option("--prefill-chunk", envvar="CHUNKQA_PREFILL_CHUNK", help="Tokens per prefill step [4096]."),
-]
-Password = Annotated[
-    str | None,
-    typer.Option("--password", envvar="CHUNKQA_PDF_PASSWORD", help="Password of an encrypted PDF."),
-]
-Json = Annotated[bool, typer.Option("--json", help="Print one JSON object per answer instead of text.")]
 
 
 def _version(value: bool) -> None:
@@ -115,6 +79,17 @@ def main_options(
     ] = False,
 ) -> None:
     """Ask questions about long documents with an LLM stretched by Dual Chunk Attention."""
+
+
+def _parallel(tp: int | None):
+    """Join the tensor-parallel group when --tp > 1 (see chunkqa.tp)."""
+    if tp is None or tp == 1:
+        return None
+    if tp < 1:
+        raise UsageError(f"--tp must be at least 1, got {tp}")
+    from chunkqa.tp import init_parallel
+
+    return init_parallel(tp)
 
 
 def _split_args(args: list[str], questions: list[str] | None) -> tuple[list[str], list[str]]:
@@ -161,6 +136,7 @@ def ask(
     json_output: Json = False,
     no_cache: NoCache = False,
     cache_min_tokens: CacheMinTokens = None,
+    tp: Tp = None,
     quiet: Quiet = False,
     color: Color = None,
     debug: Debug = False,
@@ -185,9 +161,13 @@ def ask(
         from chunkqa.cli_ask import AskRequest, run_ask
         from chunkqa.cli_chat import cache_options
         from chunkqa.results import GenerationConfig
+        from chunkqa.tp import share_call
 
         sources, questions = _split_args(args, question)
-        documents = read_documents(sources, password)
+        parallel = _parallel(tp)
+        documents = share_call(lambda: read_documents(sources, password), parallel)  # stdin: rank 0 only
+        if parallel is not None and not parallel.leader:
+            console = Console.silent()  # rank 0 prints; the others compute in lockstep
         request = AskRequest(
             documents=documents,
             questions=questions,
@@ -205,7 +185,8 @@ def ask(
             truncate=truncate,
             prefill_chunk=settings.get("prefill_chunk", prefill_chunk),
             json_output=json_output,
-            cache=cache_options(settings, no_cache, cache_min_tokens),
+            cache=None if parallel else cache_options(settings, no_cache, cache_min_tokens),
+            parallel=parallel,
         )
         return run_ask(request, console)
 
@@ -285,7 +266,7 @@ from chunkqa.cli_eval import eval_app, selftest  # noqa: E402
 app.add_typer(eval_app, name="eval")
 app.command(epilog=EXIT_CODES)(selftest)
 
-from chunkqa.cli_chat import CacheMinTokens, NoCache, cache_app, chat  # noqa: E402
+from chunkqa.cli_chat import cache_app, chat  # noqa: E402
 
 app.command(epilog=EXIT_CODES)(chat)
 app.add_typer(cache_app, name="cache")

@@ -27,6 +27,7 @@ class AskRequest:
     prefill_chunk: int = 4096
     json_output: bool = False
     cache: Any = None  # doccache.CacheOptions; None: no disk cache (--no-cache)
+    parallel: Any = None  # chunkqa.tp.Parallel under --tp
 
 
 def run_ask(request: AskRequest, console: Console) -> int:
@@ -51,7 +52,7 @@ def run_ask(request: AskRequest, console: Console) -> int:
         console.warn(
             "the context is longer than the model's pretraining length and DCA is off: expect poor answers"
         )
-    session = open_session(plan, request.prefill_chunk)
+    session = open_session(plan, request.prefill_chunk, request.parallel)
     cache = doc_cache(request.cache, plan, session)
     try:
         for index, question in enumerate(request.questions):

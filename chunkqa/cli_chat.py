@@ -2,9 +2,7 @@
 
 Options in, the public API out: chunkqa.chat loads and answers, chunkqa.repl runs the loop,
 chunkqa.doccache keeps document prefixes on disk, chunkqa.console owns the terminal. Imports no
-torch. The option types shared with `ask` come from chunkqa.cli at the bottom of this module, and
-chunkqa.cli registers these commands at its bottom: either module may be imported first, because
-Typer reads the (string) annotations only when it builds the commands.
+torch; option types come from chunkqa.cli_options, and chunkqa.cli registers these commands.
 """
 
 from __future__ import annotations
@@ -18,47 +16,44 @@ import typer
 
 from chunkqa.cli_common import (
     EXIT_CODES,
-    ChunkSize,
-    Color,
     Common,
-    Debug,
-    Device,
-    Dtype,
-    Kernel,
-    LocalWindow,
-    LogitScale,
-    Model,
-    NoDca,
-    PretrainingLength,
-    Revision,
-    TrustRemoteCode,
     dca_options,
     make_console,
     model_spec,
     read_documents,
     run,
 )
+from chunkqa.cli_options import (
+    CacheDir,
+    CacheMinTokens,
+    ChunkSize,
+    Color,
+    Debug,
+    Device,
+    Dtype,
+    Kernel,
+    LocalWindow,
+    LogitScale,
+    MaxContext,
+    MaxNewTokens,
+    Model,
+    NoCache,
+    NoDca,
+    Password,
+    PrefillChunk,
+    PretrainingLength,
+    Revision,
+    Seed,
+    System,
+    Temperature,
+    Template,
+    TopP,
+    Truncate,
+    TrustRemoteCode,
+)
 from chunkqa.console import Console, human_bytes
 from chunkqa.errors import UsageError
 from chunkqa.settings import Settings
-
-NoCache = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the on-disk document cache.")]
-CacheMinTokens = Annotated[
-    int | None,
-    typer.Option(
-        "--cache-min-tokens",
-        envvar="CHUNKQA_CACHE_MIN_TOKENS",
-        help="Keep a document's KV cache on disk from this many prefix tokens [2048].",
-    ),
-]
-CacheDir = Annotated[
-    str | None,
-    typer.Option(
-        "--cache-dir",
-        envvar="CHUNKQA_CACHE_DIR",
-        help="Document cache folder [$XDG_CACHE_HOME/chunkqa/kv].",
-    ),
-]
 
 cache_app = typer.Typer(
     help="The on-disk document cache: KV caches of documents already read.",
@@ -269,18 +264,3 @@ def _entry_record(entry: Any) -> dict[str, Any]:
         "created": entry.created,
         "readable": entry.tokens is not None,
     }
-
-
-# The generation options shared with `ask` (see the module docstring for why they come last).
-from chunkqa.cli import (  # noqa: E402
-    MaxContext,
-    MaxNewTokens,
-    Password,
-    PrefillChunk,
-    Seed,
-    System,
-    Temperature,
-    Template,
-    TopP,
-    Truncate,
-)

@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
@@ -22,61 +22,6 @@ EXIT_CODES = (
     "2 usage error (bad option, missing file) · "
     "3 the prompt or its memory does not fit (see --max-context, --truncate) · 130 interrupted."
 )
-
-# ---- option types (flag, environment twin) --------------------------------------------------------
-Model = Annotated[
-    str | None,
-    typer.Option(
-        "-m",
-        "--model",
-        envvar="CHUNKQA_MODEL",
-        help="Hub id, local directory, or 'tiny' (bundled demo model).",
-    ),
-]
-Revision = Annotated[str | None, typer.Option("--revision", envvar="CHUNKQA_REVISION", help="Hub revision.")]
-Dtype = Annotated[
-    str | None,
-    typer.Option(
-        "--dtype", envvar="CHUNKQA_DTYPE", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16."
-    ),
-]
-Device = Annotated[
-    str | None, typer.Option("--device", envvar="CHUNKQA_DEVICE", help="auto, cpu, cuda, cuda:N.")
-]
-TrustRemoteCode = Annotated[
-    bool, typer.Option("--trust-remote-code", help="Run model code from the hub (off).")
-]
-PretrainingLength = Annotated[
-    int | None,
-    typer.Option(
-        "--pretraining-length",
-        envvar="CHUNKQA_PRETRAINING_LENGTH",
-        help="P; default: the model config's max_position_embeddings.",
-    ),
-]
-ChunkSize = Annotated[
-    int | None,
-    typer.Option("--chunk-size", envvar="CHUNKQA_CHUNK_SIZE", help="DCA chunk size c; default 3P/4."),
-]
-LocalWindow = Annotated[
-    int | None,
-    typer.Option("--local-window", envvar="CHUNKQA_LOCAL_WINDOW", help="DCA local window w; default P/8."),
-]
-LogitScale = Annotated[
-    str | None,
-    typer.Option(
-        "--logit-scale",
-        envvar="CHUNKQA_LOGIT_SCALE",
-        help="auto (x(0.05 ln(L/P)+1)^2 past P), auto:<coef>, or a number (1 = off).",
-    ),
-]
-NoDca = Annotated[bool, typer.Option("--no-dca", help="Run the model as it is, without DCA.")]
-Kernel = Annotated[
-    str | None, typer.Option("--kernel", envvar="CHUNKQA_KERNEL", help="DCA attention kernel.", hidden=True)
-]
-Color = Annotated[str | None, typer.Option("--color", envvar="CHUNKQA_COLOR", help="auto, always or never.")]
-Quiet = Annotated[bool, typer.Option("--quiet", help="Print only the answer.")]
-Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
 
 
 @dataclass(frozen=True)

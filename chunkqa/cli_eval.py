@@ -17,9 +17,15 @@ import typer
 
 from chunkqa.cli_common import (
     EXIT_CODES,
+    Common,
+    dca_options,
+    make_console,
+    model_spec,
+    run,
+)
+from chunkqa.cli_options import (
     ChunkSize,
     Color,
-    Common,
     Debug,
     Device,
     Dtype,
@@ -32,10 +38,6 @@ from chunkqa.cli_common import (
     Quiet,
     Revision,
     TrustRemoteCode,
-    dca_options,
-    make_console,
-    model_spec,
-    run,
 )
 from chunkqa.console import Console
 from chunkqa.errors import UsageError

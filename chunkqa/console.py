@@ -9,6 +9,7 @@ stdout. Nothing here imports torch.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import stat
@@ -43,6 +44,11 @@ class Console:
         self.color = self.rich and color != "never" and not (no_color and color != "always")
         self.interactive = tty
         self._rich_console = None
+
+    @classmethod
+    def silent(cls) -> Console:
+        """A console that shows only errors and drops answers (for ranks other than 0)."""
+        return cls("never", quiet=True, stdout=io.StringIO())
 
     # -- stderr ---------------------------------------------------------------------------------
     @property

@@ -210,10 +210,13 @@ def check_dca(config: Any, dca: DCAOptions) -> Any:
     return resolve_config(config, dca.pretraining_length, dca.chunk_size, dca.local_window, dca.logit_scale)
 
 
-def load_model(spec: ModelSpec, dca: DCAOptions | None = None, tokenizer: Any = None) -> LoadedModel:
+def load_model(
+    spec: ModelSpec, dca: DCAOptions | None = None, tokenizer: Any = None, parallel: Any = None
+) -> LoadedModel:
     """Load weights and tokenizer onto the chosen device, then apply DCA unless disabled.
 
-    Settings, architecture, device and dtype are checked before the weights load.
+    Settings, architecture, device and dtype are checked before the weights load. With `parallel`
+    (chunkqa.tp.Parallel) the model is sharded over the tensor-parallel group before DCA is applied.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -222,12 +225,21 @@ def load_model(spec: ModelSpec, dca: DCAOptions | None = None, tokenizer: Any = 
     dca = dca or DCAOptions()
     source = resolve_source(spec.name)
     device = pick_device(spec.device)
+    if parallel is not None:
+        from chunkqa.tp import device_for
+
+        device = device_for(parallel, device)
     dtype = pick_dtype(spec.dtype, device)
     config = _from_pretrained(AutoConfig, source, spec, "the config")
     check_dca(config, dca)
     tokenizer = tokenizer or _from_pretrained(AutoTokenizer, source, spec, "the tokenizer")
-    model = _from_pretrained(AutoModelForCausalLM, source, spec, "the weights", dtype=dtype)
-    model = model.to(device).eval()
+    model = _from_pretrained(AutoModelForCausalLM, source, spec, "the weights", dtype=dtype).eval()
+    if parallel is not None and parallel.world > 1:
+        from chunkqa.tp import shard
+
+        model = shard(model, parallel, dtype)
+    else:
+        model = model.to(device)
     handle = None
     if dca.enabled:
         handle = apply_dca(

@@ -184,7 +184,10 @@ class Session:
         return text, self.last_stats
 
 
-def open_session(plan: Any, piece: int = PREFILL_PIECE) -> Session:
-    """Load the planned model (reusing the plan's tokenizer) and start a session on its document."""
-    loaded = load_model(plan.spec, plan.dca_options, tokenizer=plan.builder.tokenizer)
+def open_session(plan: Any, piece: int = PREFILL_PIECE, parallel: Any = None) -> Session:
+    """Load the planned model (reusing the plan's tokenizer) and start a session on its document.
+
+    With `parallel` (chunkqa.tp.Parallel) the model is sharded over the tensor-parallel group.
+    """
+    loaded = load_model(plan.spec, plan.dca_options, tokenizer=plan.builder.tokenizer, parallel=parallel)
     return Session(loaded, plan.builder, plan.document_ids, piece)

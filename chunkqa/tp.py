@@ -1,0 +1,137 @@
+"""Tensor parallelism with DeepSpeed AutoTP (the `tp` extra): one model sharded over N processes.
+
+Launch N processes (`torchrun --nproc-per-node N -m chunkqa ask ... --tp N`). AutoTP shards the
+q/k/v/o and MLP projections by heads and keeps each attention module's own forward, so the DCA patch
+(applied after sharding) runs per head on every rank. Rank 0 alone reads the input (stdin included)
+and shares it, so every rank answers the same question; all ranks decode in lockstep.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stdout
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from chunkqa.errors import ModelLoadError, UsageError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Parallel:
+    """This process's place in a tensor-parallel group."""
+
+    rank: int
+    world: int
+    local_rank: int
+
+    @property
+    def leader(self) -> bool:
+        return self.rank == 0
+
+
+def launch_hint(tp: int) -> str:
+    return f"launch one process per GPU: torchrun --nproc-per-node {tp} -m chunkqa ask ... --tp {tp}"
+
+
+def init_parallel(tp: int) -> Parallel:
+    """Join the process group started by torchrun/deepspeed for `tp` ranks (NCCL on GPUs, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world != tp:
+        raise UsageError(f"--tp {tp} needs {tp} processes, but this is one of {world}", hint=launch_hint(tp))
+    import torch
+
+    cuda = torch.cuda.is_available()
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if cuda else "cpu")
+    with _library_output_to_stderr():
+        try:
+            import deepspeed
+            import deepspeed.comm.comm as ds_comm
+        except ImportError:
+            raise UsageError("--tp needs DeepSpeed", hint="pip install 'chunkqa[tp]'") from None
+        logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if cuda:
+            torch.cuda.set_device(local_rank)
+        deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", verbose=False)
+    if not cuda:  # DeepSpeed's CPU shared-memory all-reduce crashed here (0.19.8); use the process group
+        ds_comm.cdb.shm_vector_kernel_level = 0
+    return Parallel(int(os.environ.get("RANK", "0")), world, local_rank)
+
+
+def share(value: T, parallel: Parallel | None) -> T:
+    """The leader's value, on every rank (input read once, on rank 0)."""
+    if parallel is None or parallel.world == 1:
+        return value
+    import torch.distributed as dist
+
+    box = [value if parallel.leader else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def share_call(fn: Any, parallel: Parallel | None) -> Any:
+    """Run fn() on the leader only (e.g. read stdin) and give every rank its result or its error."""
+    if parallel is None or parallel.world == 1:
+        return fn()
+    from chunkqa.errors import ChunkqaError
+
+    outcome = None
+    if parallel.leader:
+        try:
+            outcome = ("ok", fn())
+        except ChunkqaError as exc:
+            outcome = ("error", exc)
+    kind, value = share(outcome, parallel)
+    if kind == "error":
+        raise value
+    return value
+
+
+def shard(model: Any, parallel: Parallel, dtype: Any) -> Any:
+    """Split the model's projections over the ranks with AutoTP; returns the sharded model."""
+    import deepspeed
+
+    config = model.config.get_text_config()
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    if kv_heads % parallel.world:
+        raise ModelLoadError(
+            f"--tp {parallel.world} does not divide the model's {kv_heads} key/value heads",
+            hint=f"use a --tp that divides {kv_heads}",
+        )
+    with _library_output_to_stderr():
+        engine = deepspeed.init_inference(
+            model, tensor_parallel={"tp_size": parallel.world}, dtype=dtype, replace_with_kernel_inject=False
+        )
+    return engine.module
+
+
+@contextmanager
+def _library_output_to_stderr() -> Iterator[None]:
+    """DeepSpeed prints build and sharding notes on stdout, which is for answers: send them to stderr."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+        os.dup2(2, 1)
+    except (OSError, ValueError):  # no real stdout (e.g. captured in tests): Python-level redirect only
+        saved = None
+    try:
+        with redirect_stdout(sys.stderr):
+            yield
+    finally:
+        if saved is not None:
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
+def device_for(parallel: Parallel | None, requested: Any) -> Any:
+    """Each rank's device: its own GPU under tensor parallelism, else what was asked for."""
+    import torch
+
+    if parallel is not None and torch.cuda.is_available():
+        return torch.device("cuda", parallel.local_rank)
+    return requested
