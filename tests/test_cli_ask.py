@@ -340,3 +340,23 @@ def test_interrupt_exits_130(cli_models, tmp_path):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Error: interrupted" in err and "Traceback" not in err
+
+
+def test_several_documents_in_one_question(cli_models, doc, tmp_path):
+    other = tmp_path / "other.md"
+    other.write_text("# Notes\n\nA second document about the age of foolishness. " * 5)
+    code, out, err = ask(
+        str(doc),
+        str(other),
+        "How do they differ?",
+        "-m",
+        str(cli_models["llama"]),
+        "--json",
+        "--max-new-tokens",
+        "2",
+        "--no-cache",
+    )
+    assert code == 0
+    record = json.loads(out)
+    assert [s["name"] for s in record["document"]["sources"]] == ["notes.txt", "other.md"]
+    assert "document notes.txt (" in err and ", other.md (" in err
