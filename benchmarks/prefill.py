@@ -1,0 +1,130 @@
+"""What does DCA cost end to end when a model reads a long document?
+
+Prefill time, throughput and peak memory of a whole model reading L tokens in 4096-token pieces
+(chunkqa's prefill: KV cache, only the last position's logits), with DCA against the same model
+without it (transformers' own SDPA attention), measured in the same run. Random weights.
+
+    python benchmarks/prefill.py                    # CPU: Llama 4 x 512, P 2048, 4k-16k tokens
+    python benchmarks/prefill.py --device cuda      # GPU: Llama-3-8B shape, bf16, P 8192, 8k-64k tokens
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import environment, print_table, sync, write_results
+
+from chunkqa.dca import apply_dca
+from chunkqa.generate import prefill
+
+PRESETS = {  # layers, hidden, heads, kv heads, MLP, vocab, P
+    "cpu": (4, 512, 8, 4, 1536, 32000, 2048),
+    "cuda": (32, 4096, 32, 8, 14336, 128256, 8192),
+}
+
+
+def build(args, device: torch.device, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    layers, hidden, heads, kv_heads, inner, vocab, length = PRESETS[device.type]
+    config = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=inner,
+        num_hidden_layers=args.layers or layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=length,
+        rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
+        attn_implementation="sdpa",
+    )
+    torch.manual_seed(0)
+    with torch.device(device):
+        return AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
+
+
+def one_prefill(model, ids: list[int], device: torch.device, piece: int) -> tuple[float, int | None]:
+    from transformers import DynamicCache
+
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    sync(device)
+    t0 = time.perf_counter()
+    prefill(model, ids, DynamicCache(config=model.config), piece)
+    sync(device)
+    seconds = time.perf_counter() - t0
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    return seconds, peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--lengths", default=None)
+    parser.add_argument("--layers", type=int, default=None, help="override the preset's layer count")
+    parser.add_argument("--piece", type=int, default=4096)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    lengths = [
+        int(x)
+        for x in (args.lengths or ("8192,32768,65536" if device.type == "cuda" else "4096,8192,16384")).split(
+            ","
+        )
+    ]
+    model = build(args, device, dtype)
+    env = {
+        **environment(device),
+        "dtype": str(dtype).removeprefix("torch."),
+        "model": f"llama {model.config.num_hidden_layers}x{model.config.hidden_size}",
+        "P": model.config.max_position_embeddings,
+    }
+    rows = []
+    for length in lengths:
+        ids = torch.randint(
+            3, model.config.vocab_size, (length,), generator=torch.Generator().manual_seed(length)
+        )
+        ids = ids.tolist()
+        results = {}
+        for mode in ("plain", "dca"):
+            handle = apply_dca(model) if mode == "dca" else None
+            one_prefill(model, ids[: args.piece], device, args.piece)  # warm-up
+            runs = [one_prefill(model, ids, device, args.piece) for _ in range(args.repeats)]
+            if handle is not None:
+                handle.remove()
+            seconds = min(r[0] for r in runs)
+            results[mode] = (seconds, runs[0][1])
+        (plain_s, plain_peak), (dca_s, dca_peak) = results["plain"], results["dca"]
+        rows.append(
+            {
+                **env,
+                "length": length,
+                "plain_s": plain_s,
+                "dca_s": dca_s,
+                "ratio": dca_s / plain_s,
+                "dca_tok_s": length / dca_s,
+                "plain_peak_gib": plain_peak / 2**30 if plain_peak else None,
+                "dca_peak_gib": dca_peak / 2**30 if dca_peak else None,
+            }
+        )
+    path = write_results("prefill", rows, args.out)
+    print(
+        f"# Prefill with DCA vs plain SDPA ({env['device']}, torch {env['torch']}, {env['dtype']}, "
+        f"{env['model']}, P={env['P']}, pieces of {args.piece}; best of {args.repeats}; {path})"
+    )
+    print_table(rows, ["length", "plain_s", "dca_s", "ratio", "dca_tok_s", "plain_peak_gib", "dca_peak_gib"])
+
+
+if __name__ == "__main__":
+    main()

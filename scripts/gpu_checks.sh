@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# One GPU session for chunkqa: DCA correctness (float32 and bf16), the benchmarks, and the CLI on a GPU.
+# Run from the repository root on a CUDA machine; logs and JSON lines go to $OUT (default /tmp/chunkqa-gpu).
+# Wheels for packages the machine lacks may be put in .whl/ (they are installed to /tmp/site first).
+set -uo pipefail
+OUT=${OUT:-/tmp/chunkqa-gpu}
+mkdir -p "$OUT"
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 CHUNKQA_CACHE_DIR=/tmp/chunkqa-kv
+if compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=$PWD:/tmp/site
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/gpu.txt"
+
+step() { local name=$1; shift; local t0=$SECONDS; "$@" > "$OUT/$name.log" 2>&1; local rc=$?; echo "$name rc=$rc $((SECONDS - t0))s" | tee -a "$OUT/steps.txt"; }
+
+step gpu_suite python3 -m pytest -q -m gpu -s -p no:cacheprovider tests/test_dca_gpu.py
+step dca_attention python3 benchmarks/dca_attention.py --device cuda --out "$OUT"
+step prefill python3 benchmarks/prefill.py --device cuda --out "$OUT"
+step ttft_cache python3 benchmarks/ttft_cache.py --device cuda --out "$OUT"
+step ask_tiny python3 -m chunkqa ask examples/passkey-demo-16x.txt "What is the pass key?" -m tiny --no-cache
+step selftest_tiny python3 -m chunkqa selftest -m tiny
+
+echo "== summary"
+cat "$OUT/steps.txt"
+grep -E "passed|failed" "$OUT/gpu_suite.log" | tail -1
+tail -n 16 "$OUT/dca_attention.log" "$OUT/prefill.log" "$OUT/ttft_cache.log" "$OUT/ask_tiny.log" "$OUT/selftest_tiny.log"
