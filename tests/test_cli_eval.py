@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from chunkqa.cli import app
@@ -31,6 +32,15 @@ RECORD_KEYS = {
     "n",
     "seed",
 }
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """DCA runs many small ops: on a busy 2-core machine torch's 2 threads made these tests 6x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)

@@ -10,6 +10,7 @@ import json
 import os
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from chunkqa.cli import app
@@ -21,6 +22,15 @@ pytestmark = pytest.mark.skipif(
     reason="the bundled tiny model is not in this checkout",
 )
 PDF = BUNDLED["tiny"].parents[2] / "sample_pdfs" / "arxiv-2309.00071v2-yarn.pdf"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """DCA runs many small ops: on a busy 2-core machine torch's 2 threads made these tests 6x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)
