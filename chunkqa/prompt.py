@@ -21,9 +21,17 @@ DOC_MARK = "@@chunkqa-document-7f3a@@"  # stands in for the document while a tem
 FOLLOW_UP = "\n\nQuestion: {question}\nAnswer:"  # later turns for base models
 
 
+def prompts_folder() -> Any:
+    """The installed prompts (chunkqa.prompts), or the checkout's prompts/ when run from source."""
+    try:
+        return resources.files("chunkqa.prompts")
+    except ModuleNotFoundError:  # not installed: PYTHONPATH points at a checkout
+        return Path(__file__).resolve().parent.parent / "prompts"
+
+
 def packaged_text(name: str) -> str:
     """A file from the packaged prompts folder, without its final newline."""
-    return resources.files("chunkqa.prompts").joinpath(f"{name}.txt").read_text("utf-8").rstrip("\n")
+    return prompts_folder().joinpath(f"{name}.txt").read_text("utf-8").rstrip("\n")
 
 
 def read_template(name_or_path: str) -> str:

@@ -2,6 +2,7 @@
 # One GPU session for chunkqa: DCA correctness (float32 and bf16), the benchmarks, and the CLI on a GPU.
 # Run from the repository root on a CUDA machine; logs and JSON lines go to $OUT (default /tmp/chunkqa-gpu).
 # Wheels for packages the machine lacks may be put in .whl/ (they are installed to /tmp/site first).
+# Arguments name the steps to run (default: all), e.g. `bash scripts/gpu_checks.sh gpu_suite ttft_cache`.
 set -uo pipefail
 OUT=${OUT:-/tmp/chunkqa-gpu}
 mkdir -p "$OUT"
@@ -12,7 +13,15 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/gpu.txt"
 
-step() { local name=$1; shift; local t0=$SECONDS; "$@" > "$OUT/$name.log" 2>&1; local rc=$?; echo "$name rc=$rc $((SECONDS - t0))s" | tee -a "$OUT/steps.txt"; }
+WANT=" ${*:-all} "
+step() {
+  local name=$1; shift
+  [[ $WANT == " all " || $WANT == *" $name "* ]] || return 0
+  local t0=$SECONDS
+  "$@" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  echo "$name rc=$rc $((SECONDS - t0))s" | tee -a "$OUT/steps.txt"
+}
 
 step gpu_suite python3 -m pytest -q -m gpu -s -p no:cacheprovider tests/test_dca_gpu.py
 step dca_attention python3 benchmarks/dca_attention.py --device cuda --out "$OUT"
@@ -23,5 +32,6 @@ step selftest_tiny python3 -m chunkqa selftest -m tiny
 
 echo "== summary"
 cat "$OUT/steps.txt"
-grep -E "passed|failed" "$OUT/gpu_suite.log" | tail -1
-tail -n 16 "$OUT/dca_attention.log" "$OUT/prefill.log" "$OUT/ttft_cache.log" "$OUT/ask_tiny.log" "$OUT/selftest_tiny.log"
+for log in gpu_suite dca_attention prefill ttft_cache ask_tiny selftest_tiny; do
+  [ -f "$OUT/$log.log" ] && { echo "== $log"; tail -n 14 "$OUT/$log.log"; }
+done
