@@ -30,11 +30,13 @@ from chunkqa.kvfile import (
     CorruptEntry,
     Entry,
     clear_entries,
+    computed_event,
     entry_path,
     evict,
     list_entries,
     make_header,
     read_entry,
+    to_host,
     write_entry,
 )
 
@@ -190,7 +192,11 @@ class DocCache:
         self._event("hit", f"document cache: {len(prompt.prefix):,} prefix tokens loaded from {path}", path)
 
     def save(self, session: Any, prompt: Any) -> None:
-        """after_prefix: snapshot the freshly computed prefix and write it in the background."""
+        """after_prefix: hand the freshly computed prefix to a background writer.
+
+        The answer does not wait: the writer copies the tensors off the GPU on its own stream (the
+        session's cache grows into new tensors, so these stay as they are) and writes the file.
+        """
         if not self._wanted(prompt) or self.options.max_bytes <= 0:
             return
         layers = [(layer.keys, layer.values) for layer in session.cache.layers]
@@ -204,12 +210,10 @@ class DocCache:
             )
             return
         key, fields = self._key(session, prompt)
-        header = make_header(key, fields, layers, self.label)
-        if session.loaded.device.type != "cpu":
-            layers = [(k.to("cpu"), v.to("cpu")) for k, v in layers]
+        computed = computed_event(session.loaded.device)
         self.wait_writer()
         self._writer = threading.Thread(
-            target=self._write, args=(key, header, layers), name="chunkqa-doccache"
+            target=self._write, args=(key, fields, layers, computed), name="chunkqa-doccache"
         )
         self._writer.start()
         self.status = "saved"
@@ -230,8 +234,10 @@ class DocCache:
         self.wait_writer()
         return self.events()
 
-    def _write(self, key: str, header: dict, layers: list[tuple[Any, Any]]) -> None:
+    def _write(self, key: str, fields: dict, layers: list[tuple[Any, Any]], computed: Any) -> None:
         try:
+            layers = to_host(layers, computed)
+            header = make_header(key, fields, layers, self.label)
             path = write_entry(self.options.directory, key, header, layers)
             removed = evict(self.options.directory, self.options.max_bytes, keep=path)
         except Exception as exc:  # a background thread must not die with a traceback on stderr

@@ -59,6 +59,35 @@ def checksum(tensor: Any) -> int:
     return int(words.sum(dtype=torch.int64))
 
 
+def computed_event(device: Any) -> Any:
+    """A CUDA event after the work queued so far on `device` (None on the CPU): the prefix is ready."""
+    import torch
+
+    if getattr(device, "type", "cpu") != "cuda":
+        return None
+    event = torch.cuda.Event()
+    event.record(torch.cuda.current_stream(device))
+    return event
+
+
+def to_host(layers: Sequence[tuple[Any, Any]], computed: Any) -> list[tuple[Any, Any]]:
+    """CPU copies of GPU tensors, made on a side stream once `computed` has passed (CPU tensors as they are).
+
+    Runs in the writer thread: the copy overlaps the answer being generated on the main stream.
+    """
+    import torch
+
+    if computed is None:
+        return list(layers)
+    device = layers[0][0].device
+    stream = torch.cuda.Stream(device)
+    stream.wait_event(computed)
+    with torch.cuda.stream(stream):
+        host = [(k.to("cpu"), v.to("cpu")) for k, v in layers]
+    stream.synchronize()
+    return host
+
+
 def write_entry(directory: Path, key: str, header: dict[str, Any], layers: Sequence[tuple[Any, Any]]) -> Path:
     """Write tensors and header to a temporary file, then rename it into place (atomic)."""
     from safetensors.torch import save_file
