@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from chunkqa.errors import DoesNotFitError
+from chunkqa.plan import Request
 from chunkqa.results import GenerationConfig, Stats, Step
 
 SAMPLE_QUESTION = "What does the document say about this question, in a few sentences?"  # for the budget
@@ -21,31 +22,15 @@ STDIN_SOURCE = "<stdin>"
 
 
 @dataclass(frozen=True)
-class ChatRequest:
-    """A chat's settings, options resolved."""
+class ChatRequest(Request):
+    """A chat's settings, options resolved; the password re-opens documents on /doc and /reset."""
 
-    documents: Sequence[Any]
-    spec: Any
-    dca: Any
-    generation: GenerationConfig
-    template: str | None = None
-    system: str | None = None
-    max_context: int | None = None
-    truncate: str | None = None
-    prefill_chunk: int = 4096
     password: str | None = None
-    cache: Any = None  # doccache.CacheOptions, or None for no disk cache
 
 
 def plan_chat(request: ChatRequest) -> Any:
     """Tokenize and check the document against the budget, before any weights load."""
-    from chunkqa.plan import make_plan
-
-    r = request
-    return make_plan(
-        r.documents, [SAMPLE_QUESTION], r.spec, r.dca, r.template, r.system,
-        r.generation.max_new_tokens, r.max_context, r.truncate,
-    )  # fmt: skip
+    return request.plan([SAMPLE_QUESTION])
 
 
 def open_chat(request: ChatRequest, plan: Any) -> ChatEngine:
@@ -128,22 +113,9 @@ class ChatEngine:
         self.use(plan)
 
     def _plan(self, documents: Sequence[Any], system: str | None) -> Any:
-        from chunkqa.plan import make_plan
-
-        r = self.request
-        plan = make_plan(
-            documents,
-            [SAMPLE_QUESTION],
-            r.spec,
-            r.dca,
-            r.template,
-            system,
-            r.generation.max_new_tokens,
-            r.max_context,
-            r.truncate,
-            strict=False,  # the memory check would count the loaded weights twice
-            tokenizer=self.loaded.tokenizer,
-        )
+        request = replace(self.request, documents=documents, system=system)
+        # strict=False: the memory check would count the loaded weights twice
+        plan = request.plan([SAMPLE_QUESTION], strict=False, tokenizer=self.loaded.tokenizer)
         if plan.budget.total > plan.budget.limit:
             raise DoesNotFitError(
                 f"{plan.budget.total:,} tokens do not fit the limit of {plan.budget.limit:,}",

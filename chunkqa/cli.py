@@ -13,11 +13,14 @@ import typer
 from chunkqa import __version__
 from chunkqa.cli_common import (
     EXIT_CODES,
+    Answering,
     Common,
     dca_options,
     make_console,
     model_spec,
+    pick,
     read_documents,
+    request_fields,
     run,
 )
 from chunkqa.cli_options import (
@@ -143,24 +146,11 @@ def ask(
 ) -> None:
     """Answer a question about one or more documents; the answer streams to stdout."""
     settings = Settings()
-    common = Common(
-        model,
-        revision,
-        dtype,
-        device,
-        trust_remote_code,
-        pretraining_length,
-        chunk_size,
-        local_window,
-        logit_scale,
-        no_dca,
-        kernel,
-    )
+    common, answering = pick(Common, locals()), pick(Answering, locals())
 
     def body(console) -> int:
         from chunkqa.cli_ask import AskRequest, run_ask
         from chunkqa.cli_chat import cache_options
-        from chunkqa.results import GenerationConfig
         from chunkqa.tp import share_call
 
         sources, questions = _split_args(args, question)
@@ -170,22 +160,10 @@ def ask(
             console = Console.silent()  # rank 0 prints; the others compute in lockstep
         request = AskRequest(
             documents=documents,
-            questions=questions,
-            spec=model_spec(common, settings),
-            dca=dca_options(common, settings),
-            generation=GenerationConfig(
-                settings.get("max_new_tokens", max_new_tokens),
-                settings.get("temperature", temperature),
-                settings.get("top_p", top_p),
-                settings.get("seed", seed),
-            ),
-            template=settings.get("template", template),
-            system=settings.get("system", system),
-            max_context=settings.get("max_context", max_context),
-            truncate=truncate,
-            prefill_chunk=settings.get("prefill_chunk", prefill_chunk),
-            json_output=json_output,
+            **request_fields(common, answering, settings),
             cache=None if parallel else cache_options(settings, no_cache, cache_min_tokens),
+            questions=questions,
+            json_output=json_output,
             parallel=parallel,
         )
         return run_ask(request, console)
@@ -221,19 +199,7 @@ def inspect(
 ) -> None:
     """Pages, characters, tokens, DCA settings and memory: does it fit? No weights are loaded."""
     settings = Settings()
-    common = Common(
-        model,
-        revision,
-        dtype,
-        device,
-        trust_remote_code,
-        pretraining_length,
-        chunk_size,
-        local_window,
-        None,
-        no_dca,
-        None,
-    )
+    common = pick(Common, locals())
 
     def body(console) -> int:
         from chunkqa.plan import make_plan

@@ -8,44 +8,24 @@ from dataclasses import dataclass
 from typing import Any
 
 from chunkqa.console import Console, stats_line
+from chunkqa.plan import Request
 from chunkqa.results import GenerationConfig, Stats
 
 
 @dataclass(frozen=True)
-class AskRequest:
-    """One `ask` invocation, options resolved."""
+class AskRequest(Request):
+    """One `ask` invocation: documents, settings, and its questions."""
 
-    documents: Sequence[Any]
-    questions: Sequence[str]
-    spec: Any
-    dca: Any
-    generation: GenerationConfig
-    template: str | None = None
-    system: str | None = None
-    max_context: int | None = None
-    truncate: str | None = None
-    prefill_chunk: int = 4096
+    questions: Sequence[str] = ()
     json_output: bool = False
-    cache: Any = None  # doccache.CacheOptions; None: no disk cache (--no-cache)
     parallel: Any = None  # chunkqa.tp.Parallel under --tp
 
 
 def run_ask(request: AskRequest, console: Console) -> int:
-    from chunkqa.plan import make_plan
     from chunkqa.report import answer_record, banner_lines
     from chunkqa.session import open_session
 
-    plan = make_plan(
-        request.documents,
-        request.questions,
-        request.spec,
-        request.dca,
-        request.template,
-        request.system,
-        request.generation.max_new_tokens,
-        request.max_context,
-        request.truncate,
-    )
+    plan = request.plan(request.questions)
     for line in banner_lines(plan):
         console.info(line)
     if plan.dca is None and plan.budget.total > plan.pretraining_length:

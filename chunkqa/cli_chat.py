@@ -16,11 +16,12 @@ import typer
 
 from chunkqa.cli_common import (
     EXIT_CODES,
+    Answering,
     Common,
-    dca_options,
     make_console,
-    model_spec,
+    pick,
     read_documents,
+    request_fields,
     run,
 )
 from chunkqa.cli_options import (
@@ -118,34 +119,18 @@ def chat(
     Answers go to stdout; the banner, prompts and stats to the terminal (stderr).
     """
     settings = Settings()
-    common = Common(
-        model, revision, dtype, device, trust_remote_code, pretraining_length,
-        chunk_size, local_window, logit_scale, no_dca, kernel,
-    )  # fmt: skip
+    common, answering = pick(Common, locals()), pick(Answering, locals())
 
     def body(console: Console) -> int:
         from chunkqa.chat import ChatRequest
         from chunkqa.console import Terminal
-        from chunkqa.results import GenerationConfig
 
         terminal = Terminal.open(stdin_is_document="-" in documents)  # fail before any work
         request = ChatRequest(
             documents=read_documents(documents, password),
-            spec=model_spec(common, settings),
-            dca=dca_options(common, settings),
-            generation=GenerationConfig(
-                settings.get("max_new_tokens", max_new_tokens),
-                settings.get("temperature", temperature),
-                settings.get("top_p", top_p),
-                settings.get("seed", seed),
-            ),
-            template=settings.get("template", template),
-            system=settings.get("system", system),
-            max_context=settings.get("max_context", max_context),
-            truncate=truncate,
-            prefill_chunk=settings.get("prefill_chunk", prefill_chunk),
-            password=password,
+            **request_fields(common, answering, settings),
             cache=cache_options(settings, no_cache, cache_min_tokens),
+            password=password,
         )
         return run_chat(request, terminal, console)
 

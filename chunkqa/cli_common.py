@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import typer
@@ -39,6 +39,49 @@ class Common:
     logit_scale: str | None = None
     no_dca: bool = False
     kernel: str | None = None
+
+
+@dataclass(frozen=True)
+class Answering:
+    """The prompt and generation options shared by commands that answer questions."""
+
+    max_new_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    system: str | None = None
+    template: str | None = None
+    max_context: int | None = None
+    truncate: str | None = None
+    prefill_chunk: int | None = None
+
+
+def pick(cls: type, values: dict[str, Any]) -> Any:
+    """An options dataclass filled from a command's parameters (its `locals()`), by field name."""
+    return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
+
+
+def request_fields(common: Common, answering: Answering, settings: Settings) -> dict[str, Any]:
+    """The chunkqa.plan.Request fields (all but documents) from the options, resolved by precedence."""
+    from chunkqa.results import GenerationConfig
+
+    a = answering
+    generation = GenerationConfig(
+        settings.get("max_new_tokens", a.max_new_tokens),
+        settings.get("temperature", a.temperature),
+        settings.get("top_p", a.top_p),
+        settings.get("seed", a.seed),
+    )
+    return {
+        "spec": model_spec(common, settings),
+        "dca": dca_options(common, settings),
+        "generation": generation,
+        "template": settings.get("template", a.template),
+        "system": settings.get("system", a.system),
+        "max_context": settings.get("max_context", a.max_context),
+        "truncate": a.truncate,
+        "prefill_chunk": settings.get("prefill_chunk", a.prefill_chunk),
+    }
 
 
 def model_spec(common: Common, settings: Settings) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +21,7 @@ from chunkqa.cli_common import (
     dca_options,
     make_console,
     model_spec,
+    pick,
     run,
 )
 from chunkqa.cli_options import (
@@ -91,8 +92,7 @@ class Job:
 
 def common_options(values: dict[str, Any], **override: Any) -> Common:
     """The model and DCA options among a command's parameters (its `locals()`), as `Common`."""
-    names = [f.name for f in fields(Common)]
-    return Common(**{name: values.get(name, getattr(Common, name)) for name in names} | override)
+    return replace(pick(Common, values), **override)
 
 
 def run_job(job: Job, quiet: bool, color: str | None, debug: bool, after: Callable | None = None) -> None:

@@ -31,6 +31,7 @@ from chunkqa.model import (
     pick_dtype,
 )
 from chunkqa.prompt import PromptBuilder, Turn
+from chunkqa.results import GenerationConfig
 
 
 @dataclass(frozen=True)
@@ -139,3 +140,34 @@ def _over_budget(document: int, framing: int, answer: int, limit: int) -> TokenB
 
 def _gib(n: int) -> str:
     return f"{n / 2**30:.1f} GiB"
+
+
+@dataclass(frozen=True)
+class Request:
+    """What to read and how to answer, options resolved (the common part of `ask` and `chat`)."""
+
+    documents: Sequence[Document]
+    spec: ModelSpec
+    dca: DCAOptions
+    generation: GenerationConfig
+    template: str | None = None
+    system: str | None = None
+    max_context: int | None = None
+    truncate: str | None = None
+    prefill_chunk: int = 4096
+    cache: Any = None  # doccache.CacheOptions; None: no disk cache
+
+    def plan(self, questions: Sequence[str], **kwargs: Any) -> Plan:
+        """make_plan for these documents and questions under this request's settings."""
+        return make_plan(
+            self.documents,
+            questions,
+            self.spec,
+            self.dca,
+            self.template,
+            self.system,
+            self.generation.max_new_tokens,
+            self.max_context,
+            self.truncate,
+            **kwargs,
+        )
