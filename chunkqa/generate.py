@@ -133,12 +133,16 @@ def peak_memory(device: torch.device) -> dict[str, dict[str, int]]:
 
 
 class Clock:
-    """Wall time that waits for the device, so GPU work is counted where it happens."""
+    """Wall time that waits for this stream's GPU work, so it is counted where it happens.
+
+    Only the current stream: background work on other streams (the document cache copying a prefix
+    off the GPU) does not delay an answer, so it must not be counted in its time either.
+    """
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
 
     def now(self) -> float:
         if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+            torch.cuda.current_stream(self.device).synchronize()
         return time.perf_counter()
