@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from chunkqa.cachearg import cache_kwargs
 from chunkqa.results import GenerationConfig, Stats, Step
 
 __all__ = ["GenerationConfig", "Stats", "Step", "decode_tokens", "prefill", "sample"]
@@ -51,7 +52,7 @@ def prefill(
     logits = None
     for start in range(0, len(ids), piece):
         chunk = torch.tensor([list(ids[start : start + piece])], device=device)
-        logits = model(input_ids=chunk, past_key_values=cache, use_cache=True, logits_to_keep=1).logits
+        logits = model(input_ids=chunk, **cache_kwargs(model, cache), use_cache=True, logits_to_keep=1).logits
         done = min(start + piece, len(ids))
         if on_piece:
             on_piece(done)
@@ -76,7 +77,9 @@ def decode_tokens(
         if token in stop_ids or produced == config.max_new_tokens:
             return
         step = torch.tensor([[token]], device=logits.device)
-        logits = model(input_ids=step, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[0, -1]
+        logits = model(input_ids=step, **cache_kwargs(model, cache), use_cache=True, logits_to_keep=1).logits[
+            0, -1
+        ]
 
 
 def stop_token_ids(model: Any, tokenizer: Any) -> set[int]:

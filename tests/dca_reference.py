@@ -99,7 +99,7 @@ def reference_attention_forward(module, rotary, chunk_size: int, local_window: i
     """A forward for one HF attention module computing DCA with `reference_dca` (no cache)."""
     cos_sin = model_rope(rotary)
 
-    def forward(hidden_states, position_embeddings=None, attention_mask=None, past_key_values=None, **kwargs):
+    def forward(hidden_states, position_embeddings=None, attention_mask=None, **kwargs):
         shape = (*hidden_states.shape[:-1], -1, module.head_dim)
         q = module.q_proj(hidden_states).view(shape)
         k = module.k_proj(hidden_states).view(shape)

@@ -19,6 +19,7 @@ from tiny_models import load_tiny
 from transformers import DynamicCache
 
 from chunkqa import apply_dca
+from chunkqa.cachearg import cache_kwargs
 from chunkqa.dca.attention import dca_attention, rotate
 from chunkqa.dca.kernels import KERNELS, available_kernels
 
@@ -111,9 +112,10 @@ def test_models_match_reference(tiny_paths, family, dtype):
     with torch.no_grad():
         logits = model(ids.to(CUDA)).logits
         cache = DynamicCache(config=model.config)
-        steps = [model(ids[:, :140].to(CUDA), past_key_values=cache).logits[:, -1]]
+        steps = [model(ids[:, :140].to(CUDA), **cache_kwargs(model, cache)).logits[:, -1]]
         steps += [
-            model(ids[:, t : t + 1].to(CUDA), past_key_values=cache).logits[:, -1] for t in range(140, 149)
+            model(ids[:, t : t + 1].to(CUDA), **cache_kwargs(model, cache)).logits[:, -1]
+            for t in range(140, 149)
         ]
     kernel = handle.kernel_name(CUDA, dtype, attention_modules(model)[0].head_dim)
     handle.remove()

@@ -9,6 +9,7 @@ from tiny_models import VOCAB, family_configs, load_tiny, save_tiny
 from transformers import DynamicCache, StaticCache
 
 from chunkqa import apply_dca
+from chunkqa.cachearg import cache_kwargs
 from chunkqa.errors import DCAConfigError, PaddedBatchError, UnsupportedModelError, UsageError
 
 FAMILIES = list(family_configs())
@@ -78,9 +79,9 @@ def test_decode_equals_full_forward(load, family):
     handle = apply_dca(model)
     cache = DynamicCache(config=model.config)
     with torch.no_grad():
-        steps = [model(ids[:, :100], past_key_values=cache).logits[:, -1]]
+        steps = [model(ids[:, :100], **cache_kwargs(model, cache)).logits[:, -1]]
         for t in range(100, 104):  # one token at a time, never re-rotating the cache
-            steps.append(model(ids[:, t : t + 1], past_key_values=cache).logits[:, -1])
+            steps.append(model(ids[:, t : t + 1], **cache_kwargs(model, cache)).logits[:, -1])
         with handle.prompt_length(100):  # the full forward uses the prompt's logit scale too
             full = model(ids[:, :104]).logits
     torch.testing.assert_close(torch.stack(steps, 1), full[:, 99:104], **TOL)
@@ -121,7 +122,7 @@ def test_chunked_prefill_equals_single_pass(load, family):
         cache = DynamicCache(config=model.config)
         with handle.prompt_length(130):
             pieces = [
-                model(ids[:, a:b], past_key_values=cache).logits
+                model(ids[:, a:b], **cache_kwargs(model, cache)).logits
                 for a, b in [(0, 33), (33, 73), (73, 74), (74, 130)]
             ]
     torch.testing.assert_close(torch.cat(pieces, 1), single, **TOL)
@@ -228,7 +229,7 @@ def test_cache_that_drops_keys_is_refused(load):
     handle = apply_dca(model)
     cache = StaticCache(config=model.config, max_cache_len=200)
     with pytest.raises(UsageError, match="keeps every key"), torch.no_grad():
-        model(tokens(50), past_key_values=cache)
+        model(tokens(50), **cache_kwargs(model, cache))
     handle.remove()
 
 
@@ -239,8 +240,8 @@ def test_logit_scale_is_fixed_per_sequence(load):
     handle = apply_dca(model)
     cache = DynamicCache(config=model.config)
     with torch.no_grad():
-        model(ids[:, :200], past_key_values=cache)
-        step = model(ids[:, 200:201], past_key_values=cache).logits[:, -1]
+        model(ids[:, :200], **cache_kwargs(model, cache))
+        step = model(ids[:, 200:201], **cache_kwargs(model, cache)).logits[:, -1]
         with handle.prompt_length(200):
             same = model(ids[:, :201]).logits[:, -1]
         drifted = model(ids[:, :201]).logits[:, -1]  # a fresh sequence of 201 tokens: m(201)

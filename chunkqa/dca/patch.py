@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from chunkqa.cachearg import pick_cache
 from chunkqa.dca.adapters import find_parts, project_qkv
 from chunkqa.dca.attention import dca_attention, rotate
 from chunkqa.dca.config import DCAConfig, resolve_config
@@ -141,10 +142,15 @@ def _dca_forward(
     position_embeddings=None,
     attention_mask=None,
     past_key_values=None,
+    cache=None,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
-    """The attention forward of a DCA-patched module (the model's mask and absolute RoPE are unused)."""
+    """The attention forward of a DCA-patched module (the model's mask and absolute RoPE are unused).
+
+    The KV cache arrives as `past_key_values` (transformers < 5.24) or `cache` (5.24 and newer).
+    """
     cfg = state.config
+    past_key_values = pick_cache(cache, past_key_values)
     q, k, v = project_qkv(module, hidden_states)  # [B, H, n, D], [B, Hkv, n, D] x2
     batch, _, new, _ = q.shape
     past = past_key_values.get_seq_length(module.layer_idx) if past_key_values is not None else 0

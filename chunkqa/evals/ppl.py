@@ -20,6 +20,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
+from chunkqa.cachearg import cache_kwargs
 from chunkqa.errors import UsageError
 
 LOGITS_BUDGET = 1 << 26  # floats of [piece, vocab] logits kept at once (256 MiB in float32)
@@ -107,7 +108,7 @@ def window_nll(model: Any, handle: Any, ids: Sequence[int], piece: int) -> float
     with torch.inference_mode(), scale:
         for start in range(0, len(ids) - 1, piece):
             chunk = ids_t[:, start : start + piece]  # [1, p]
-            logits = model(input_ids=chunk, past_key_values=cache, use_cache=True).logits[0]  # [p, V]
+            logits = model(input_ids=chunk, **cache_kwargs(model, cache), use_cache=True).logits[0]  # [p, V]
             targets = ids_t[0, start + 1 : start + 1 + chunk.shape[1]]  # [p] (one fewer at the end)
             wide = logits[: len(targets)].to(torch.promote_types(logits.dtype, torch.float32))  # half -> fp32
             loss = torch.nn.functional.cross_entropy(wide, targets, reduction="sum")
