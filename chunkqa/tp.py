@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from chunkqa.errors import ModelLoadError, UsageError
 
 T = TypeVar("T")
+SHM_OP = "deepspeed_shm_comm"  # DeepSpeed's CPU shared-memory all-reduce
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,8 @@ def init_parallel(tp: int) -> Parallel:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if cuda:
             torch.cuda.set_device(local_rank)
-        deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", verbose=False)
+        with _no_cpu_shm_op(cuda):
+            deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", verbose=False)
     if not cuda:  # DeepSpeed's CPU shared-memory all-reduce crashed here (0.19.8); use the process group
         ds_comm.cdb.shm_vector_kernel_level = 0
     return Parallel(int(os.environ.get("RANK", "0")), world, local_rank)
@@ -108,6 +110,33 @@ def shard(model: Any, parallel: Parallel, dtype: Any) -> Any:
             model, tensor_parallel={"tp_size": parallel.world}, dtype=dtype, replace_with_kernel_inject=False
         )
     return engine.module
+
+
+@contextmanager
+def _no_cpu_shm_op(cuda: bool) -> Iterator[None]:
+    """On CPU, keep DeepSpeed from JIT-compiling its shared-memory all-reduce while it initialises.
+
+    chunkqa never uses that op (it crashed here; the gloo process group does the all-reduce), yet
+    DeepSpeed builds it on every fresh machine: a minute of compiling per launch, and a build that is
+    killed leaves a lock in ~/.cache/torch_extensions that makes every later launch wait forever.
+    DeepSpeed looks the op up in `deepspeed.ops.__compatible_ops__`; it is marked unusable for the
+    duration of init_distributed only, and restored afterwards.
+    """
+    if cuda:
+        yield
+        return
+    import deepspeed.ops
+
+    table = deepspeed.ops.__compatible_ops__
+    saved = table.get(SHM_OP)
+    table[SHM_OP] = False
+    try:
+        yield
+    finally:
+        if saved is None:
+            table.pop(SHM_OP, None)
+        else:
+            table[SHM_OP] = saved
 
 
 @contextmanager
