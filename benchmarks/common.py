@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -35,6 +36,9 @@ def environment(device: torch.device) -> dict[str, Any]:
 
 
 def _git_sha() -> str:
+    """HEAD's short sha; $CHUNKQA_GIT_SHA where the tree travelled without .git (the GPU machine)."""
+    if os.environ.get("CHUNKQA_GIT_SHA"):
+        return os.environ["CHUNKQA_GIT_SHA"]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5

@@ -2,6 +2,7 @@
 # One GPU session for chunkqa: DCA correctness (float32 and bf16), the benchmarks, and the CLI on a GPU.
 # Run from the repository root on a CUDA machine; logs and JSON lines go to $OUT (default /tmp/chunkqa-gpu).
 # Wheels for packages the machine lacks may be put in .whl/ (they are installed to /tmp/site first).
+# Set CHUNKQA_GIT_SHA to the checkout's sha: the tree travels there without .git.
 # Arguments name the steps to run (default: all), e.g. `bash scripts/gpu_checks.sh gpu_suite ttft_cache`.
 set -uo pipefail
 OUT=${OUT:-/tmp/chunkqa-gpu}
@@ -24,6 +25,7 @@ step() {
 }
 
 step gpu_suite python3 -m pytest -q -m gpu -s -p no:cacheprovider tests/test_dca_gpu.py
+step tp_gpu python3 -m pytest -q -m gpu -s -p no:cacheprovider tests/test_tp_gpu.py
 step dca_attention python3 benchmarks/dca_attention.py --device cuda --out "$OUT"
 step prefill python3 benchmarks/prefill.py --device cuda --out "$OUT"
 step ttft_cache python3 benchmarks/ttft_cache.py --device cuda --out "$OUT"
@@ -32,6 +34,6 @@ step selftest_tiny python3 -m chunkqa selftest -m tiny
 
 echo "== summary"
 cat "$OUT/steps.txt"
-for log in gpu_suite dca_attention prefill ttft_cache ask_tiny selftest_tiny; do
+for log in gpu_suite tp_gpu dca_attention prefill ttft_cache ask_tiny selftest_tiny; do
   [ -f "$OUT/$log.log" ] && { echo "== $log"; tail -n 14 "$OUT/$log.log"; }
 done
