@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -246,6 +246,13 @@ def main() -> None:
 
     command = get_command(app)
     usage_error, no_args = _click_exceptions()
+    try:
+        _run_app(command, usage_error, no_args, silence_stdout)
+    finally:
+        _forget_caught_interrupts()
+
+
+def _run_app(command: Any, usage_error: type, no_args: type, silence_stdout: Any) -> None:
     code = 0
     try:
         code = command.main(args=sys.argv[1:], prog_name="chunkqa", standalone_mode=False)
@@ -264,6 +271,17 @@ def main() -> None:
     except BrokenPipeError:
         silence_stdout()
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _forget_caught_interrupts() -> None:
+    """Keep `python -m chunkqa` (and torchrun) exiting with our code after a Ctrl-C we handled.
+
+    CPython marks a KeyboardInterrupt as unhandled when it ends code run from a string (exec/eval
+    of source, which libraries do at run time), even when a caller catches it later; under `-m`
+    the interpreter then ignores the exit code and kills itself with SIGINT (-2, not 130). Every
+    string exec clears that mark first, so a harmless one just before exiting forgets it.
+    """
+    exec("pass", {})
 
 
 def _click_exceptions() -> tuple[type[Exception], type[Exception]]:

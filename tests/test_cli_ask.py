@@ -342,6 +342,32 @@ def test_interrupt_exits_130(cli_models, tmp_path):
     assert proc.returncode == 130 and "Error: interrupted" in err and "Traceback" not in err
 
 
+INTERRUPT_IN_STRING_EXEC = """
+import chunkqa.documents
+
+def load_document(*args, **kwargs):  # as if Ctrl-C landed inside code a library runs from a string
+    exec("raise KeyboardInterrupt", {})
+
+chunkqa.documents.load_document = load_document
+"""
+
+
+def test_interrupt_inside_string_exec_still_exits_130(doc, tmp_path):
+    """Under `python -m`, CPython turns such an interrupt into death by SIGINT (-2) unless it is forgotten."""
+    (tmp_path / "sitecustomize.py").write_text(INTERRUPT_IN_STRING_EXEC)
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}", "CHUNKQA_CONFIG": "/nonexistent"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "chunkqa", "inspect", str(doc)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "Error: interrupted" and proc.stdout == ""
+
+
 def test_several_documents_in_one_question(cli_models, doc, tmp_path):
     other = tmp_path / "other.md"
     other.write_text("# Notes\n\nA second document about the age of foolishness. " * 5)
