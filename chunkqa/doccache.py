@@ -160,10 +160,12 @@ class DocCache:
         self._events: list[CacheEvent] = []
         self._lock = threading.Lock()
         self._writer: threading.Thread | None = None
+        self._go = threading.Event()  # the writer starts its work once set (after the first token)
         self._tokenizers: dict[int, str] = {}
 
     def attach(self, session: Any) -> DocCache:
         session.before_prefix, session.after_prefix = self.load, self.save
+        session.after_first_token = self._go.set
         return self
 
     def load(self, session: Any, prompt: Any) -> None:
@@ -194,8 +196,10 @@ class DocCache:
     def save(self, session: Any, prompt: Any) -> None:
         """after_prefix: hand the freshly computed prefix to a background writer.
 
-        The answer does not wait: the writer copies the tensors off the GPU on its own stream (the
-        session's cache grows into new tensors, so these stay as they are) and writes the file.
+        The answer does not wait: the writer starts once the first token is out (so copying and
+        writing gigabytes does not compete with the question's own prefill), copies the tensors off
+        the GPU on its own stream (the session's cache grows into new tensors, so these stay as they
+        are) and writes the file.
         """
         if not self._wanted(prompt) or self.options.max_bytes <= 0:
             return
@@ -212,6 +216,7 @@ class DocCache:
         key, fields = self._key(session, prompt)
         computed = computed_event(session.loaded.device)
         self.wait_writer()
+        self._go.clear()
         self._writer = threading.Thread(
             target=self._write, args=(key, fields, layers, computed), name="chunkqa-doccache"
         )
@@ -226,6 +231,7 @@ class DocCache:
 
     def wait_writer(self) -> None:
         if self._writer is not None:
+            self._go.set()  # a writer still waiting for the first token starts now
             self._writer.join()
             self._writer = None
 
@@ -235,6 +241,7 @@ class DocCache:
         return self.events()
 
     def _write(self, key: str, fields: dict, layers: list[tuple[Any, Any]], computed: Any) -> None:
+        self._go.wait()
         try:
             layers = to_host(layers, computed)
             header = make_header(key, fields, layers, self.label)

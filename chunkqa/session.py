@@ -73,6 +73,9 @@ class Session:
         self.stop_ids = stop_token_ids(loaded.model, loaded.tokenizer)
         self.before_prefix: PrefixHook | None = None  # e.g. load the prefix from a document cache
         self.after_prefix: PrefixHook | None = None  # e.g. save the freshly computed prefix
+        # called when an answer's first token is out (or the answer ended without one): work that
+        # would compete with computing the first token (the document-cache write) waits for it
+        self.after_first_token: Callable[[], None] | None = None
         self.last_stats: Stats | None = None
 
     def prompt(self, question: str, history: bool) -> PromptTokens:
@@ -104,6 +107,7 @@ class Session:
                         self.cache_ids.append(tokens[-2])
                     if len(tokens) == 1:
                         first = clock.now()
+                        self._first_token_out()
                     if token in self.stop_ids:
                         reason = "eos"
                         break
@@ -114,6 +118,7 @@ class Session:
                 raise
             finally:
                 end = clock.now()
+                self._first_token_out()  # idempotent: also when no token came
                 if history:
                     self.turns.append(Turn(question, stream.text))
                 self.last_stats = Stats(
@@ -128,6 +133,10 @@ class Session:
                     peak_memory=peak_memory(device),
                 )
         yield Step(-1, "", self.last_stats)
+
+    def _first_token_out(self) -> None:
+        if self.after_first_token is not None:
+            self.after_first_token()
 
     def _scale(self, prompt: PromptTokens):
         """Pin the DCA logit scale to the document-prefix length for everything in this session."""

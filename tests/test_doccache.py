@@ -325,3 +325,32 @@ def test_list_and_clear(pristine, tmp_path):
 
 def test_entry_paths_are_named_by_key(tmp_path):
     assert entry_path(tmp_path, "ab" * 32).name == "ab" * 32 + ".safetensors"
+
+
+def test_the_save_waits_for_the_first_token(loaded, tmp_path, monkeypatch):
+    """Copying and writing the prefix must not compete with computing the first token."""
+    import chunkqa.doccache as doccache
+
+    order = []
+    real_to_host = doccache.to_host
+    monkeypatch.setattr(doccache, "to_host", lambda *a: order.append("copy") or real_to_host(*a))
+    session, cache = cached(loaded, tmp_path)
+    release = session.after_first_token
+    session.after_first_token = lambda: (order.append("first token"), release())
+    assert tokens_of(session)
+    assert cache.wait()[-1].kind == "saved"
+    assert order[0] == "first token" and order.count("copy") == 1
+
+
+def test_a_pending_save_finishes_when_the_answer_is_abandoned(loaded, tmp_path):
+    """No first token (the caller stops before reading one): waiting for the save must not hang."""
+    session, cache = cached(loaded, tmp_path)
+    session.after_first_token = None  # as if the answer never got to its first token
+    steps = session.ask(QUESTION, GREEDY)
+    with pytest.raises(StopIteration):
+        while True:  # run the prefill (the save is queued there), then stop without the hook firing
+            step = next(steps)
+            if step.stats is None:
+                steps.close()
+                raise StopIteration
+    assert [e.kind for e in cache.wait()] == ["saved"]
