@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from childproc import default_sigint
 from pypdf import PdfWriter
 from typer.testing import CliRunner
 
@@ -331,6 +332,7 @@ def test_interrupt_exits_130(cli_models, tmp_path):
         stderr=subprocess.PIPE,
         cwd=ROOT,
         text=True,
+        preexec_fn=default_sigint,
     )
     deadline = time.time() + 120
     banner = ""

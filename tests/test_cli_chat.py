@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from childproc import default_sigint
 
 pexpect = pytest.importorskip("pexpect")
 
@@ -46,6 +47,7 @@ def spawn(setup, args: list[str]):
         encoding="utf-8",
         timeout=120,
         dimensions=(50, 250),
+        preexec_fn=default_sigint,
     )
 
 
@@ -109,7 +111,8 @@ def test_a_chat_session_in_a_terminal(setup):
     command(child, f"/save {markdown}", "Transcript saved to")
     command(child, f"/doc {setup['other']}", "document other.txt")
     child.send("half a line")
-    child.sendintr()
+    child.expect_exact("half a line")  # as a person would: Ctrl-C once the line is on the screen
+    child.sendintr()  # (sent sooner, the terminal can drop the unread text with the interrupt)
     child.expect_exact("(Ctrl-D or /bye to leave)")
     child.expect_exact(PROMPT)
     child.sendeof()
