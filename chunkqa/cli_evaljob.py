@@ -1,0 +1,136 @@
+"""The machinery every `chunkqa eval` command shares: load the model once, score every cell under
+every setting with progress on stderr, stream JSON lines, print the table. Imports no torch at
+module level; the evaluation code is imported inside the job, after options are checked.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from chunkqa.cli_common import Common, dca_options, make_console, model_spec, pick, run
+from chunkqa.console import Console
+from chunkqa.errors import UsageError
+from chunkqa.settings import Settings
+
+
+@dataclass(frozen=True)
+class Job:
+    """One eval command, options as given; `make` builds the evaluation (reading its inputs)."""
+
+    common: Common
+    lengths: str
+    compare: bool
+    scales: str | None
+    make: Callable[[], Any]  # -> PerplexityEval | PasskeyEval | NeedleEval
+    json: bool = False
+    jsonl: Path | None = None
+
+
+def common_options(values: dict[str, Any], **override: Any) -> Common:
+    """The model and DCA options among a command's parameters (its `locals()`), as `Common`."""
+    return replace(pick(Common, values), **override)
+
+
+def run_job(job: Job, quiet: bool, color: str | None, debug: bool, after: Callable | None = None) -> None:
+    """Check options, load the model once, score every cell under every setting, print the table (or JSON)."""
+    settings = Settings()
+
+    def body(console: Console) -> int:
+        from chunkqa.evals.grid import make_settings, parse_lengths
+        from chunkqa.evals.runner import load_once
+
+        lengths = parse_lengths(job.lengths)
+        evaluation = job.make()
+        spec, base = model_spec(job.common, settings), dca_options(job.common, settings)
+        if not base.enabled and job.scales is not None:
+            console.warn("--logit-scale has no effect with --no-dca")
+        runs = make_settings(base.enabled, job.compare, job.scales or str(settings.get("logit_scale")))
+        with _jsonl(job.jsonl) as write:
+            loaded = load_once(spec, base, runs)
+            tokens = banner(console, loaded, base, lengths, None, f"{evaluation.describe} · {_labels(runs)}")
+
+            def on_record(record: dict) -> None:
+                write(record)
+                if job.json:
+                    console.json(record)
+
+            records = score_all(console, evaluation, loaded, base, runs, tokens, on_record)
+        if not job.json:
+            console.answer_piece(_table(evaluation.kind, records) + "\n")
+        if after:
+            after(console, records)
+        return 0
+
+    run(lambda: make_console(color, quiet, settings), debug, body)
+
+
+def _labels(runs: Sequence[Any]) -> str:
+    return ", ".join(s.label for s in runs)
+
+
+def banner(console: Console, loaded: Any, base: Any, lengths: Any, default: Any, what: str) -> list[int]:
+    """Model and settings on stderr; returns the lengths in tokens (multiples of P resolved)."""
+    from chunkqa.evals.grid import resolve_lengths
+    from chunkqa.evals.runner import pretraining_length
+
+    p = pretraining_length(loaded, base)
+    tokens = resolve_lengths(lengths, p) if lengths else default(p)
+    dtype = str(loaded.dtype).removeprefix("torch.")
+    console.info(f"model {loaded.spec.name} ({loaded.config.model_type}, {dtype}, {loaded.device}) · P {p:,}")
+    console.info(f"{what} · lengths {', '.join(map(str, tokens))}")
+    return tokens
+
+
+def score_all(
+    console, evaluation, loaded, base, runs, tokens, on_record: Callable[[dict], None]
+) -> list[dict]:
+    """Run every cell under every setting with a progress bar; a line on stderr per scored cell."""
+    from chunkqa.evals.runner import run_cells, total_tokens
+
+    cells = evaluation.cells(loaded, tokens)
+    for cell in cells:
+        if len(cell.items) < getattr(evaluation, "windows", 0):
+            console.warn(f"only {len(cell.items)} windows of {cell.length:,} tokens fit in the texts")
+    records, done, total = [], 0, total_tokens(cells, runs)
+    with console.progress(evaluation.kind, total) as update:
+
+        def tick(count: int) -> None:
+            nonlocal done
+            done += count
+            update(done, total)
+
+        for record in run_cells(loaded, base, runs, cells, evaluation.score_cell, evaluation.kind, tick):
+            records.append(record)
+            on_record(record)
+            console.info(f"{record['setting']} · {record['length']:,} tokens · {evaluation.summary(record)}")
+    return records
+
+
+@contextmanager
+def _jsonl(path: Path | None) -> Iterator[Callable[[dict], None]]:
+    """Append records to a file as they come; opened before the model loads, so a bad path fails early."""
+    if path is None:
+        yield lambda record: None
+        return
+    try:
+        file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by the with below
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+    with file:
+
+        def write(record: dict) -> None:
+            file.write(json.dumps(record, ensure_ascii=False) + "\n")
+            file.flush()
+
+        yield write
+
+
+def _table(kind: str, records: list[dict]) -> str:
+    from chunkqa.evals.table import metric_table, needle_table
+
+    return needle_table(records) if kind == "needle" else metric_table(records)
