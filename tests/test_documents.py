@@ -23,7 +23,8 @@ from chunkqa.errors import EXIT_RUNTIME, EXIT_USAGE, DocumentError, DocumentNotF
 from chunkqa.pdf import _CONTROL, _LIGATURES, pdf_header_offset, tidy
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_pdfs"
-SHARED = Path("/work/shared/data/pdfs")  # absent on CI: the PDFs not shipped are skipped there
+# the data beside the checkout (../shared, as CI lays it out too); PDFs not shipped are skipped without it
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "pdfs"
 
 # file, pages, {page: phrases that page must contain}
 PDF_CASES = [
