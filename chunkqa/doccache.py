@@ -27,6 +27,7 @@ from chunkqa import __version__
 from chunkqa.errors import UsageError
 from chunkqa.kvfile import (
     FORMAT,
+    SUFFIX,
     CorruptEntry,
     Entry,
     clear_entries,
@@ -64,6 +65,10 @@ class CacheEvent:
     kind: str
     message: str
     path: Path | None = None
+
+
+def _on_cuda(device: Any) -> bool:
+    return getattr(device, "type", str(device)) == "cuda"
 
 
 def default_cache_dir() -> Path:
@@ -150,6 +155,8 @@ class DocCache:
 
     Saving snapshots the prefix (a GPU prefix is copied to the CPU first) and writes the file in a
     background thread while the answer is generated; `wait()` joins it and returns what happened.
+    Loads onto a GPU read through one pinned host ring, kept for the cache's life and pinned in a
+    background thread from `attach` on, when entries exist (pinning takes about 0.3 s).
     """
 
     def __init__(self, options: CacheOptions, label: dict[str, Any] | None = None) -> None:
@@ -162,10 +169,14 @@ class DocCache:
         self._writer: threading.Thread | None = None
         self._go = threading.Event()  # the writer starts its work once set (after the first token)
         self._tokenizers: dict[int, str] = {}
+        self._staging: Any = None  # kvstream.PendingRing: the pinned host ring of loads onto a GPU
 
     def attach(self, session: Any) -> DocCache:
         session.before_prefix, session.after_prefix = self.load, self.save
         session.after_first_token = self._go.set
+        directory = self.options.directory
+        if _on_cuda(session.loaded.device) and directory.is_dir() and any(directory.glob(f"*{SUFFIX}")):
+            self._staging_ring()  # a load may come: start pinning its ring now (it takes a while)
         return self
 
     def load(self, session: Any, prompt: Any) -> None:
@@ -178,8 +189,10 @@ class DocCache:
             self.status = "miss"
             return
         layers = session.loaded.config.num_hidden_layers
+        device = session.loaded.device
+        staging = self._staging_ring().result() if _on_cuda(device) else None
         try:
-            tensors = read_entry(path, key, fields, layers, session.loaded.device)
+            tensors = read_entry(path, key, fields, layers, device, staging)
         except CorruptEntry as exc:
             path.unlink(missing_ok=True)
             self.status = "corrupt"
@@ -280,6 +293,14 @@ class DocCache:
             self._tokenizers[id(tokenizer)] = tokenizer_fingerprint(tokenizer)
         fields = key_fields(session.loaded, session.builder, prompt.prefix, self._tokenizers[id(tokenizer)])
         return entry_key(fields), fields
+
+    def _staging_ring(self) -> Any:
+        """The ring's PendingRing, started on first use; result() joins the thread making it."""
+        if self._staging is None:
+            from chunkqa.kvstream import PendingRing
+
+            self._staging = PendingRing()
+        return self._staging
 
     def _event(self, kind: str, message: str, path: Path | None = None) -> None:
         with self._lock:

@@ -122,11 +122,14 @@ def make_header(key: str, fields: dict[str, Any], layers: Sequence[tuple[Any, An
     }
 
 
-def read_entry(path: Path, key: str, fields: dict[str, Any], layers: int, device: Any) -> list[tuple]:
+def read_entry(
+    path: Path, key: str, fields: dict[str, Any], layers: int, device: Any, staging: Any = None
+) -> list[tuple]:
     """Load and check an entry's tensors onto `device`; CorruptEntry if anything is off.
 
-    On a GPU the file is streamed onto the device with the read overlapped with the copies
-    (chunkqa.kvstream); on the CPU safetensors maps it, which costs no copy at all.
+    On a GPU the file is streamed onto the device by parallel reads overlapped with the copies
+    (chunkqa.kvstream), through `staging` (a pinned kvstream.HostRing) when given; on the CPU
+    safetensors maps it, which costs no copy at all.
     """
     from safetensors import SafetensorError, safe_open
 
@@ -134,7 +137,7 @@ def read_entry(path: Path, key: str, fields: dict[str, Any], layers: int, device
         if getattr(device, "type", str(device)) == "cuda":
             from chunkqa.kvstream import load_tensors
 
-            metadata, tensors = load_tensors(path, device)
+            metadata, tensors = load_tensors(path, device, staging=staging)
             return _checked(metadata, set(tensors), tensors.__getitem__, key, fields, layers)
         with safe_open(str(path), framework="pt", device=str(device)) as handle:
             metadata = handle.metadata() or {}
