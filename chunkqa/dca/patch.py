@@ -21,10 +21,13 @@ from chunkqa.dca.adapters import find_parts, project_qkv
 from chunkqa.dca.attention import dca_attention, rotate
 from chunkqa.dca.config import DCAConfig, resolve_config
 from chunkqa.dca.kernels import Kernel, select_kernel
+from chunkqa.dca.masked import masked_dca_attention
 from chunkqa.dca.positions import key_positions
 from chunkqa.errors import PaddedBatchError, UsageError
 
 _MARK = "_chunkqa_dca"
+MASKED_QUERIES = 64  # at most this many new queries take the fused masked pass ...
+MASKED_BYTES = 256 * 2**20  # ... and only while its float32 scores fit in this
 
 
 class _State:
@@ -83,6 +86,11 @@ class DCAHandle:
     def kernel_name(self, device: torch.device | str, dtype: torch.dtype, head_dim: int) -> str:
         """The attention kernel DCA uses for this device, dtype and head size."""
         return self._state.kernel(torch.device(device), dtype, head_dim)[0]
+
+    @property
+    def stated_length(self) -> int | None:
+        """The prompt length stated by `prompt_length` right now (None outside it)."""
+        return self._state.prompt_length
 
     def logit_factor(self, prompt_length: int) -> float:
         """The factor on attention logits for a prompt of this many tokens."""
@@ -155,21 +163,58 @@ def _dca_forward(
     batch, _, new, _ = q.shape
     past = past_key_values.get_seq_length(module.layer_idx) if past_key_values is not None else 0
     cos, sin = state.table(q.device, q.dtype)  # [c + 1, D]
-    kpos = key_positions(past, new, cfg.chunk_len, q.device)
-    k = rotate(k, cos[kpos], sin[kpos])  # cached once, at i mod s
-    if past_key_values is not None:
-        k, v = past_key_values.update(k, v, module.layer_idx)
-        if k.shape[2] != past + new:
-            raise UsageError(
-                f"DCA needs a cache that keeps every key; {type(past_key_values).__name__} returned "
-                f"{k.shape[2]} of {past + new}",
-                hint="use transformers' DynamicCache (the default)",
-            )
     scale = module.scaling * state.logit_factor(past_key_values, past, new)
-    _, kernel = state.kernel(q.device, q.dtype, q.shape[-1])
-    out = dca_attention(q, k, v, past, cos, sin, cfg.chunk_len, cfg.chunk_size, scale, kernel)  # [B, H, n, D]
+    positions = getattr(past_key_values, "positions", None)
+    if positions is not None:  # a step being captured in a CUDA graph: positions are a tensor
+        kpos = positions % cfg.chunk_len
+        k, v = past_key_values.layers[module.layer_idx].write_at(
+            rotate(k, cos[kpos], sin[kpos]), v, positions
+        )
+        out = masked_dca_attention(q, k, v, positions, cos, sin, cfg.chunk_len, cfg.chunk_size, scale)
+    else:
+        k, v = _cached(module, past_key_values, rotate_keys(k, past, cos, sin, cfg.chunk_len), v, past)
+        if use_masked(q, k):
+            q_pos = torch.arange(past, past + new, device=q.device)
+            out = masked_dca_attention(q, k, v, q_pos, cos, sin, cfg.chunk_len, cfg.chunk_size, scale)
+        else:
+            _, kernel = state.kernel(q.device, q.dtype, q.shape[-1])
+            out = dca_attention(q, k, v, past, cos, sin, cfg.chunk_len, cfg.chunk_size, scale, kernel)
     out = out.transpose(1, 2).reshape(batch, new, -1)  # [B, n, H*D]
     return module.o_proj(out), None
+
+
+def rotate_keys(
+    k: torch.Tensor, past: int, cos: torch.Tensor, sin: torch.Tensor, chunk_len: int
+) -> torch.Tensor:
+    """New keys [B, Hkv, n, D] rotated at their DCA key positions (i mod s): cached once, like that."""
+    kpos = key_positions(past, k.shape[2], chunk_len, k.device)
+    return rotate(k, cos[kpos], sin[kpos])
+
+
+def _cached(module: nn.Module, cache: Any, k: torch.Tensor, v: torch.Tensor, past: int):
+    """All keys and values so far, the new ones appended to the cache (if any)."""
+    if cache is None:
+        return k, v
+    new = k.shape[2]
+    k, v = cache.update(k, v, module.layer_idx)
+    if k.shape[2] != past + new:
+        raise UsageError(
+            f"DCA needs a cache that keeps every key; {type(cache).__name__} returned "
+            f"{k.shape[2]} of {past + new}",
+            hint="use transformers' DynamicCache (the default)",
+        )
+    return k, v
+
+
+def use_masked(q: torch.Tensor, k: torch.Tensor) -> bool:
+    """Few queries over the keys on a GPU: one fused masked pass beats a kernel call per key range.
+
+    (On a GPU the kernel path is bound by launches, and cuDNN re-plans at every new cache length; on
+    the CPU its fused flash kernel is faster than forming three scores per key.)
+    """
+    batch, heads, new, _ = q.shape
+    small = new <= MASKED_QUERIES and batch * heads * new * 3 * 4 * k.shape[2] <= MASKED_BYTES
+    return small and q.device.type == "cuda"
 
 
 def _check_inputs(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:

@@ -1,0 +1,120 @@
+"""DCA for a few queries in one fused pass: positions as tensors, the chunk structure as a mask.
+
+The kernel path (chunkqa.dca.attention) splits the keys into up to four ranges and calls an
+attention kernel per range: right for long prefills, but for one query (decoding) or a short
+question it is dozens of tiny launches per layer, and kernels that plan per shape (cuDNN) re-plan
+at every new cache length. Here every query is rotated at its three DCA positions at once,
+    own chunk   i mod s          previous chunk   min(i mod s + s, c)          older   c
+scored against all keys in one matmul, and each (query, key) pair picks its variant by the key's
+chunk; keys after the query are masked. The same softmax as the kernel path: scores and softmax in
+float32 (float64 for float64 inputs), and on a GPU half-precision weights times the values, as
+flash kernels do.
+
+Shapes are fixed by the key buffer, not by Python offsets, so a decode step written this way can be
+captured in a CUDA graph: `q_pos` is a tensor, and keys past the queries are simply masked.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from chunkqa.dca.attention import merge, rotate
+
+SCORE_BYTES = 64 * 2**20  # float32 scores formed at a time: the keys go in blocks below this
+SPLIT = 512  # keys per part when weighting the values (see weighted_values)
+HALF = (torch.bfloat16, torch.float16)
+
+
+def key_block(batch: int, heads: int, queries: int, keys: int) -> int:
+    """Keys per block so that one block's scores [B, H, n, 3, block] stay under SCORE_BYTES."""
+    per_key = batch * heads * queries * 3 * 4
+    return max(256, min(keys, SCORE_BYTES // per_key))
+
+
+def masked_dca_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    q_pos: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    chunk_len: int,
+    chunk_size: int,
+    scale: float,
+) -> torch.Tensor:
+    """DCA of queries q [B, H, n, D] (not rotated) at absolute positions q_pos [n] (int64).
+
+    k, v: [B, Hkv, L, D], keys rotated at (position mod chunk_len); keys at positions past a query
+    (including any unfilled tail of a buffer) are masked. cos, sin: [chunk_size + 1, D].
+    returns [B, H, n, D] in q's dtype.
+    """
+    batch, heads, n, dim = q.shape
+    kv_heads, length = k.shape[1], k.shape[2]
+    groups = heads // kv_heads
+    chunk = q_pos // chunk_len  # [n]
+    own = q_pos - chunk * chunk_len  # [n]
+    where = torch.stack([own, (own + chunk_len).clamp(max=chunk_size), torch.full_like(own, chunk_size)], -1)
+    qv = rotate(q[:, :, :, None, :], cos[where], sin[where])  # [B, H, n, 3, D]
+    qv = qv.reshape(batch, kv_heads, groups * n * 3, dim)  # the query heads of one KV head stacked
+    block = key_block(batch, heads, n, length)
+    parts = [
+        _block(qv, k, v, q_pos, chunk, lo, min(lo + block, length), chunk_len, scale, groups, n)
+        for lo in range(0, length, block)
+    ]
+    out = merge(parts) if len(parts) > 1 else parts[0][0]  # [B, Hkv, G*n, D]
+    return out.reshape(batch, heads, n, dim).to(q.dtype)
+
+
+def _block(qv, k, v, q_pos, chunk, lo: int, hi: int, chunk_len: int, scale: float, groups: int, n: int):
+    """(out [B, Hkv, G*n, D] float32, lse [B, Hkv, G*n]) over keys [lo, hi)."""
+    batch, kv_heads = k.shape[:2]
+    scores = query_key_scores(qv, k[:, :, lo:hi]) * scale  # [B, Hkv, G*n*3, m] float32 (or float64)
+    scores = scores.view(batch, kv_heads, groups, n, 3, hi - lo)
+    keys = torch.arange(lo, hi, device=k.device)  # [m]
+    behind = (chunk[:, None] - keys[None, :] // chunk_len).clamp(0, 2)  # [n, m]: 0 own, 1 previous, 2 older
+    index = behind[None, None, None, :, None, :].expand(batch, kv_heads, groups, n, 1, hi - lo)
+    chosen = scores.gather(4, index)[:, :, :, :, 0]  # [B, Hkv, G, n, m]
+    chosen = chosen.masked_fill(keys[None, :] > q_pos[:, None], float("-inf"))
+    chosen = chosen.reshape(batch, kv_heads, groups * n, hi - lo)
+    lse = torch.logsumexp(chosen, dim=-1)  # [B, Hkv, G*n]; -inf where a query sees no key here
+    finite = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
+    probs = torch.exp(chosen - finite[..., None])
+    if probs.is_cuda and v.dtype in HALF:  # as flash kernels do: half-precision weights, one GEMM
+        return (probs.to(v.dtype) @ v[:, :, lo:hi]).to(probs.dtype), lse
+    return weighted_values(probs, v[:, :, lo:hi]), lse
+
+
+def query_key_scores(qv: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """qv [B, Hkv, R, D] @ k [B, Hkv, m, D]^T with float32 results (float64 for float64 inputs).
+
+    On a GPU, half-precision inputs go into one GEMM with a float32 output (no float32 copy of the
+    keys); elsewhere both sides are upcast first.
+    """
+    if qv.is_cuda and qv.dtype in HALF and k.dtype == qv.dtype:
+        batch, kv_heads, rows, dim = qv.shape
+        keys = k.reshape(batch * kv_heads, k.shape[2], dim).transpose(1, 2)  # [B*Hkv, D, m]
+        try:
+            out = torch.bmm(qv.reshape(batch * kv_heads, rows, dim), keys, out_dtype=torch.float32)
+            return out.view(batch, kv_heads, rows, k.shape[2])
+        except (TypeError, RuntimeError, NotImplementedError):  # a torch without bmm's out_dtype
+            pass
+    acc = torch.promote_types(qv.dtype, torch.float32)
+    return qv.to(acc) @ k.to(acc).transpose(-1, -2)
+
+
+def weighted_values(probs: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """probs [B, Hkv, M, m] @ v [B, Hkv, m, D] in probs' dtype, the key axis cut into SPLIT-key parts.
+
+    A few query rows against many keys is a matrix product with one long reduction: as one GEMM it
+    keeps only a handful of GPU blocks busy. Cut into parts (zero-padded), it is a batch of small
+    products summed afterwards.
+    """
+    batch, kv_heads, rows, m = probs.shape
+    if SPLIT <= 0 or m <= SPLIT:
+        return probs @ v.to(probs.dtype)
+    parts = -(-m // SPLIT)
+    padded = v.new_zeros((batch, kv_heads, parts * SPLIT, v.shape[-1]), dtype=probs.dtype)
+    padded[:, :, :m] = v
+    weights = torch.nn.functional.pad(probs, (0, parts * SPLIT - m))  # [B, Hkv, M, parts * SPLIT]
+    weights = weights.view(batch, kv_heads, rows, parts, SPLIT).transpose(2, 3)  # [B, Hkv, parts, M, SPLIT]
+    return (weights @ padded.view(batch, kv_heads, parts, SPLIT, -1)).sum(2)  # [B, Hkv, M, D]
