@@ -169,15 +169,26 @@ class DocCache:
         self._writer: threading.Thread | None = None
         self._go = threading.Event()  # the writer starts its work once set (after the first token)
         self._tokenizers: dict[int, str] = {}
-        self._staging: Any = None  # kvstream.PendingRing: the pinned host ring of loads onto a GPU
+        self._staging: Any = None  # hostring.PendingRing: the pinned host ring of loads onto a GPU
+
+    def prepare(self, device: Any, wait: bool = False) -> DocCache:
+        """A load onto `device` may come: on CUDA, with entries on disk, start pinning its host ring.
+
+        Pinning the ring takes a few hundred milliseconds: call this before the weights load, so it
+        happens meanwhile (in a background thread) instead of in the first question's time. `wait`:
+        return once it is done.
+        """
+        directory = self.options.directory
+        if _on_cuda(device) and directory.is_dir() and any(directory.glob(f"*{SUFFIX}")):
+            ring = self._staging_ring()
+            if wait:
+                ring.result()
+        return self
 
     def attach(self, session: Any) -> DocCache:
         session.before_prefix, session.after_prefix = self.load, self.save
         session.after_first_token = self._go.set
-        directory = self.options.directory
-        if _on_cuda(session.loaded.device) and directory.is_dir() and any(directory.glob(f"*{SUFFIX}")):
-            self._staging_ring()  # a load may come: start pinning its ring now (it takes a while)
-        return self
+        return self.prepare(session.loaded.device)
 
     def load(self, session: Any, prompt: Any) -> None:
         """before_prefix: fill the session's cache with the stored prefix, if a sound entry exists."""
@@ -211,12 +222,12 @@ class DocCache:
 
         The answer does not wait: the writer starts once the first token is out (so copying and
         writing gigabytes does not compete with the question's own prefill), copies the tensors off
-        the GPU on its own stream (the session's cache grows into new tensors, so these stay as they
-        are) and writes the file.
+        the GPU on its own stream (the cache never overwrites the positions it copies, so they stay
+        as they are) and writes the file.
         """
         if not self._wanted(prompt) or self.options.max_bytes <= 0:
             return
-        layers = [(layer.keys, layer.values) for layer in session.cache.layers]
+        layers = [_snapshot(layer) for layer in session.cache.layers]
         if any(k is None or k.shape[-2] != len(prompt.prefix) for k, _ in layers):
             self._event("skipped", "document cache: this model's cache does not keep every key; not saved")
             return
@@ -297,7 +308,7 @@ class DocCache:
     def _staging_ring(self) -> Any:
         """The ring's PendingRing, started on first use; result() joins the thread making it."""
         if self._staging is None:
-            from chunkqa.kvstream import PendingRing
+            from chunkqa.hostring import PendingRing
 
             self._staging = PendingRing()
         return self._staging
@@ -305,3 +316,9 @@ class DocCache:
     def _event(self, kind: str, message: str, path: Path | None = None) -> None:
         with self._lock:
             self._events.append(CacheEvent(kind, message, path))
+
+
+def _snapshot(layer: Any) -> tuple[Any, Any]:
+    """The layer's keys and values as they are now, kept so while the writer copies them."""
+    share = getattr(layer, "share", None)  # a GrowingLayer reuses its buffers unless told not to
+    return share() if share is not None else (layer.keys, layer.values)

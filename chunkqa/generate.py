@@ -63,11 +63,22 @@ def prefill(
     return logits[0, -1]
 
 
+Stepper = Callable[[int], "torch.Tensor | None"]  # feed one token, get the next logits (None: can't)
+
+
 @torch.inference_mode()
 def decode_tokens(
-    model: Any, cache: Any, logits: torch.Tensor, config: GenerationConfig, stop_ids: set[int]
+    model: Any,
+    cache: Any,
+    logits: torch.Tensor,
+    config: GenerationConfig,
+    stop_ids: set[int],
+    step: Stepper | None = None,
 ) -> Iterator[int]:
-    """Tokens one by one from the prefill's logits. The last token yielded is never fed to the model."""
+    """Tokens one by one from the prefill's logits. The last token yielded is never fed to the model.
+
+    `step` (a CUDA-graph decoder, say) feeds a token instead of the model's forward where it can.
+    """
     generator = None
     if config.seed is not None:
         generator = torch.Generator(device=logits.device).manual_seed(config.seed)
@@ -76,10 +87,14 @@ def decode_tokens(
         yield token
         if token in stop_ids or produced == config.max_new_tokens:
             return
-        step = torch.tensor([[token]], device=logits.device)
-        logits = model(input_ids=step, **cache_kwargs(model, cache), use_cache=True, logits_to_keep=1).logits[
-            0, -1
-        ]
+        stepped = step(token) if step is not None else None
+        if stepped is None:
+            ids = torch.tensor([[token]], device=logits.device)
+            stepped = model(
+                input_ids=ids, **cache_kwargs(model, cache), use_cache=True, logits_to_keep=1
+            ).logits
+            stepped = stepped[0, -1]
+        logits = stepped
 
 
 def stop_token_ids(model: Any, tokenizer: Any) -> set[int]:

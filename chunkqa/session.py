@@ -28,6 +28,8 @@ from chunkqa.generate import (
     reset_peak_memory,
     stop_token_ids,
 )
+from chunkqa.graphs import DecodeGraph, graphs_wanted
+from chunkqa.kvcache import new_cache
 from chunkqa.model import LoadedModel, load_model
 from chunkqa.prompt import PromptBuilder, PromptTokens, Turn
 
@@ -61,14 +63,14 @@ class Session:
         document_ids: Sequence[int],
         piece: int = PREFILL_PIECE,
     ) -> None:
-        from transformers import DynamicCache
-
         self.loaded = loaded
         self.builder = builder
         self.document_ids = tuple(document_ids)
         self.piece = piece
         self.turns: list[Turn] = []
-        self.cache = DynamicCache(config=loaded.model.config)
+        self.cache = new_cache(loaded.model.config)
+        # decode steps replayed from a CUDA graph where that works (else None: the ordinary forward)
+        self.decoder = DecodeGraph(loaded.model, self.cache, loaded.handle) if graphs_wanted(loaded) else None
         self.cache_ids: list[int] = []
         self.stop_ids = stop_token_ids(loaded.model, loaded.tokenizer)
         self.before_prefix: PrefixHook | None = None  # e.g. load the prefix from a document cache
@@ -96,12 +98,16 @@ class Session:
         clock = Clock(device)
         reset_peak_memory(device)
         start = clock.now()
+        self.cache.reserve(len(prompt) + config.max_new_tokens)  # room for the whole answer, allocated once
         with self._scale(prompt):
             reused, logits = self._prefill(prompt, on_progress)
             first = clock.now()
             stream, tokens, reason = TextStream(self.loaded.tokenizer), [], "length"
             try:
-                for token in decode_tokens(self.loaded.model, self.cache, logits, config, self.stop_ids):
+                step = self.decoder.step if self.decoder is not None else None
+                for token in decode_tokens(
+                    self.loaded.model, self.cache, logits, config, self.stop_ids, step
+                ):
                     tokens.append(token)
                     if len(tokens) > 1:  # the previous token has been fed; the newest is not in the cache yet
                         self.cache_ids.append(tokens[-2])

@@ -24,10 +24,11 @@ step() {
   echo "$name rc=$rc $((SECONDS - t0))s" | tee -a "$OUT/steps.txt"
 }
 
-step gpu_suite python3 -m pytest -q -m gpu -s -p no:cacheprovider tests/test_dca_gpu.py tests/test_kvstream.py
+step gpu_suite python3 -m pytest -q -m gpu -s -p no:cacheprovider tests/test_dca_gpu.py tests/test_kvstream.py tests/test_graphs.py
 step tp_gpu python3 -m pytest -q -m gpu -s -p no:cacheprovider tests/test_tp_gpu.py
 step dca_attention python3 benchmarks/dca_attention.py --device cuda --out "$OUT"
 step prefill python3 benchmarks/prefill.py --device cuda --out "$OUT"
+step decode python3 benchmarks/decode.py --device cuda --out "$OUT"
 step ttft_cache python3 benchmarks/ttft_cache.py --device cuda --out "$OUT"
 step kv_load python3 benchmarks/kv_load.py --device cuda --out "$OUT"
 step ask_tiny python3 -m chunkqa ask examples/passkey-demo-16x.txt "What is the pass key?" -m tiny --no-cache
@@ -35,6 +36,6 @@ step selftest_tiny python3 -m chunkqa selftest -m tiny
 
 echo "== summary"
 cat "$OUT/steps.txt"
-for log in gpu_suite tp_gpu dca_attention prefill ttft_cache kv_load ask_tiny selftest_tiny; do
+for log in gpu_suite tp_gpu dca_attention prefill decode ttft_cache kv_load ask_tiny selftest_tiny; do
   [ -f "$OUT/$log.log" ] && { echo "== $log"; tail -n 14 "$OUT/$log.log"; }
 done
