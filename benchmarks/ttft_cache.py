@@ -80,10 +80,15 @@ def word_tokenizer(vocab: int):
 
 def new_session(loaded: LoadedModel, document: list[int], cache_dir: Path | None) -> tuple[Session, DocCache]:
     builder = PromptBuilder(loaded.tokenizer, template="base", system="", chat=False)
-    session = Session(loaded, builder, document)
     cache = None
     if cache_dir is not None:
-        cache = DocCache(CacheOptions(cache_dir, 2**40, 0), {"model": loaded.spec.name}).attach(session)
+        # as `chunkqa ask` does before loading the weights (pinning its host ring meanwhile): the
+        # weights are already here, so wait for the ring rather than count it as the question's time
+        cache = DocCache(CacheOptions(cache_dir, 2**40, 0), {"model": loaded.spec.name})
+        cache.prepare(loaded.device, wait=True)
+    session = Session(loaded, builder, document)
+    if cache is not None:
+        cache.attach(session)
     return session, cache
 
 

@@ -36,10 +36,12 @@ def plan_chat(request: ChatRequest) -> Any:
 def open_chat(request: ChatRequest, plan: Any) -> ChatEngine:
     """Load the planned model and start the session on the plan's document."""
     from chunkqa.doccache import DocCache
-    from chunkqa.model import load_model
+    from chunkqa.model import load_model, pick_device
 
+    cache = None
+    if request.cache is not None:  # prepared before the weights load: it may pin its buffers meanwhile
+        cache = DocCache(request.cache).prepare(pick_device(plan.spec.device))
     loaded = load_model(plan.spec, plan.dca_options, tokenizer=plan.builder.tokenizer)
-    cache = DocCache(request.cache) if request.cache is not None else None
     engine = ChatEngine(replace(request, max_context=plan.budget.limit), loaded, cache)
     engine.use(plan)
     return engine

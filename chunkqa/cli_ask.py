@@ -32,8 +32,10 @@ def run_ask(request: AskRequest, console: Console) -> int:
         console.warn(
             "the context is longer than the model's pretraining length and DCA is off: expect poor answers"
         )
+    cache = doc_cache(request.cache, plan)  # before the weights load: it may pin its buffers meanwhile
     session = open_session(plan, request.prefill_chunk, request.parallel)
-    cache = doc_cache(request.cache, plan, session)
+    if cache is not None:
+        cache.attach(session)
     try:
         for index, question in enumerate(request.questions):
             if index and not request.json_output:
@@ -52,14 +54,15 @@ def run_ask(request: AskRequest, console: Console) -> int:
     return 0
 
 
-def doc_cache(options: Any, plan: Any, session: Any) -> Any:
-    """The session's link to the on-disk document cache, or None when it is off."""
+def doc_cache(options: Any, plan: Any) -> Any:
+    """The link to the on-disk document cache (prepared for the plan's device), or None when it is off."""
     if options is None:
         return None
     from chunkqa.doccache import DocCache
+    from chunkqa.model import pick_device
 
     label = {"model": plan.spec.name, "documents": [d.name for d in plan.documents]}
-    return DocCache(options, label).attach(session)
+    return DocCache(options, label).prepare(pick_device(plan.spec.device))
 
 
 def report_cache(cache: Any, console: Console, wait: bool = False) -> None:

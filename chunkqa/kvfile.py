@@ -128,7 +128,7 @@ def read_entry(
     """Load and check an entry's tensors onto `device`; CorruptEntry if anything is off.
 
     On a GPU the file is streamed onto the device by parallel reads overlapped with the copies
-    (chunkqa.kvstream), through `staging` (a pinned kvstream.HostRing) when given; on the CPU
+    (chunkqa.kvstream), through `staging` (a pinned hostring.HostRing) when given; on the CPU
     safetensors maps it, which costs no copy at all.
     """
     from safetensors import SafetensorError, safe_open

@@ -7,10 +7,10 @@ is cut into slices; reader threads `preadv` each slice at its absolute file offs
 ring of host buffers (pinned, on CUDA), and the calling thread copies the slices out in file order
 (on a side stream, on CUDA), a slot being refilled only once its copy is done.
 
-This module owns that pipeline (`stream_into`), the ring it reads through (`HostRing`, reusable across
-loads because pinning memory is slow; `PendingRing` makes one in a background thread), and the
-loader on top (`load_tensors`), which places the tensors by the file's own header, checked first:
-known dtypes, shapes that match their byte ranges, and ranges that tile the data exactly.
+This module owns that pipeline (`stream_into`) and the loader on top (`load_tensors`), which places
+the tensors by the file's own header, checked first: known dtypes, shapes that match their byte
+ranges, and ranges that tile the data exactly. The ring it reads through is chunkqa.hostring's
+(`HostRing`: reusable across loads, since pinning memory is slow).
 Nothing prints.
 """
 
@@ -19,14 +19,16 @@ from __future__ import annotations
 import json
 import os
 import struct
-import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SLICE_BYTES = 16 * 2**20
-MAX_THREADS = 16
+from chunkqa.hostring import SLOT_BYTES, HostRing, PendingRing, default_threads
+
+__all__ = ["HostRing", "PendingRing", "load_tensors", "stream_into", "tensor_specs"]
+
+SLICE_BYTES = SLOT_BYTES
 MAX_HEADER = 100 * 2**20
 THREAD_PREFIX = "chunkqa-kvstream"
 TRUNCATED = "the file is shorter than its header says (truncated)"
@@ -40,85 +42,6 @@ DTYPES = {
     "I32": ("int32", 4),
     "U8": ("uint8", 1),
 }
-
-
-def default_threads() -> int:
-    """Reader threads for one load: the CPUs this process may use, at most MAX_THREADS."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(MAX_THREADS, cpus))
-
-
-class HostRing:
-    """Host staging for `stream_into`: `slots` buffers of `slot_bytes`, made once and reused by many loads.
-
-    Pinned for CUDA (pinning costs about 0.65 s/GiB on an H200 host, hence the reuse), plain memory
-    for the CPU pipeline. `threads` is how many readers a load through it uses unless told otherwise
-    (default: the CPUs, at most MAX_THREADS), and `slots` defaults to 2 per reader. One load uses a
-    ring at a time (`lock`); when a load returns, no read into it and no copy out of it is running.
-    """
-
-    def __init__(
-        self,
-        slot_bytes: int = SLICE_BYTES,
-        slots: int | None = None,
-        pinned: bool = True,
-        threads: int | None = None,
-    ) -> None:
-        import torch
-
-        self.threads = threads or default_threads()
-        slots = slots or 2 * self.threads
-        if slot_bytes < 1 or slots < 2:
-            raise ValueError(
-                f"a host ring needs at least 2 slots of 1 byte or more, not {slots} x {slot_bytes}"
-            )
-        self.slot_bytes, self.slots, self.pinned = slot_bytes, slots, pinned
-        # one allocation per slot: the pinned allocator rounds each request up to a power of two
-        self.tensors = [torch.empty(slot_bytes, dtype=torch.uint8, pin_memory=pinned) for _ in range(slots)]
-        self.views = [memoryview(tensor.numpy()) for tensor in self.tensors]
-        self.lock = threading.Lock()
-
-    @property
-    def nbytes(self) -> int:
-        return self.slot_bytes * self.slots
-
-
-class PendingRing:
-    """A HostRing being made in a background thread; `result()` waits for it (and re-raises its error).
-
-    The thread is not a daemon: an interpreter exiting meanwhile waits for the pinning to end rather
-    than stopping it halfway through a CUDA call.
-    """
-
-    def __init__(
-        self,
-        slot_bytes: int = SLICE_BYTES,
-        slots: int | None = None,
-        pinned: bool = True,
-        threads: int | None = None,
-    ) -> None:
-        self._ring: HostRing | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(
-            target=self._make, args=(slot_bytes, slots, pinned, threads), name="chunkqa-hostring"
-        )
-        self._thread.start()
-
-    def _make(self, slot_bytes: int, slots: int | None, pinned: bool, threads: int | None) -> None:
-        try:
-            self._ring = HostRing(slot_bytes, slots, pinned, threads)
-        except BaseException as exc:  # handed to the thread that waits for the ring
-            self._error = exc
-
-    def result(self) -> HostRing:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        assert self._ring is not None
-        return self._ring
 
 
 def load_tensors(

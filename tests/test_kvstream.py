@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from chunkqa import kvstream
+from chunkqa import hostring, kvstream
 from chunkqa.doccache import CacheOptions, DocCache
 from chunkqa.kvfile import CorruptEntry, make_header, read_entry, write_entry
 from chunkqa.kvstream import HostRing, PendingRing, load_tensors, plan_slices, stream_into, tensor_specs
@@ -253,7 +253,7 @@ def test_the_doc_cache_pins_its_ring_early_only_for_gpu_loads(
     tmp_path, monkeypatch, device, entries, started
 ):
     made = []
-    monkeypatch.setattr(kvstream, "PendingRing", lambda: made.append("ring") or "pending")
+    monkeypatch.setattr(hostring, "PendingRing", lambda: made.append("ring") or "pending")
     for i in range(entries):
         (tmp_path / f"e{i}.safetensors").write_bytes(b"")
     session = SimpleNamespace(loaded=SimpleNamespace(device=torch.device(device)))
@@ -261,6 +261,27 @@ def test_the_doc_cache_pins_its_ring_early_only_for_gpu_loads(
     assert made == (["ring"] if started else []) and session.before_prefix == cache.load
     if started:
         assert cache._staging_ring() == "pending" and made == ["ring"]  # made once, kept
+
+
+def test_prepare_starts_the_ring_before_any_session_and_can_wait(tmp_path, monkeypatch):
+    """`ask` and `chat` prepare the cache before the weights load, so the pinning overlaps it."""
+    waited = []
+
+    class Pending:
+        def result(self):
+            waited.append(True)
+            return "ring"
+
+    monkeypatch.setattr(hostring, "PendingRing", Pending)
+    (tmp_path / "e.safetensors").write_bytes(b"")
+    cache = DocCache(CacheOptions(tmp_path, 2**30)).prepare(torch.device("cuda"))
+    assert isinstance(cache._staging, Pending) and waited == []
+    cache.prepare(torch.device("cuda"), wait=True)
+    assert waited == [True]
+    session = SimpleNamespace(loaded=SimpleNamespace(device=torch.device("cuda")))
+    first = cache._staging
+    cache.attach(session)
+    assert cache._staging is first  # attach after prepare pins nothing more
 
 
 def header_of(**tensors) -> dict:
