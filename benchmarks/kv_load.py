@@ -139,7 +139,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="reader threads (default: min(16, CPUs))")
     parser.add_argument("--slice-mib", type=int, default=SLICE_BYTES // 2**20, help="ring slot size")
-    parser.add_argument("--slots", type=int, default=None, help="ring slots (default: 2 per thread)")
+    parser.add_argument("--slots", type=int, default=None, help="ring slots (default: 1.25 per thread)")
     parser.add_argument("--sweep", action="store_true", help="also time the loader with the rings of SWEEP")
     parser.add_argument("--out", type=Path, default=None, help="folder for the JSON lines")
     args = parser.parse_args()

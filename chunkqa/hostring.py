@@ -23,12 +23,17 @@ def default_threads() -> int:
     return max(1, min(MAX_THREADS, cpus))
 
 
+def default_slots(threads: int) -> int:
+    return max(2, threads + threads // 4)
+
+
 class HostRing:
     """Host staging for `stream_into`: `slots` buffers of `slot_bytes`, made once and reused by many loads.
 
     Pinned for CUDA (pinning costs about 0.65 s/GiB on an H200 host, hence the reuse), plain memory
     for the CPU pipeline. `threads` is how many readers a load through it uses unless told otherwise
-    (default: the CPUs, at most MAX_THREADS), and `slots` defaults to 2 per reader. One load uses a
+    (default: the CPUs, at most MAX_THREADS), and `slots` to 1.25 per reader (the best of the rings
+    tried on an H200 host: 16 readers, 16 MiB x 20, 146 ms for 4 GiB). One load uses a
     ring at a time (`lock`); when a load returns, no read into it and no copy out of it is running.
     """
 
@@ -42,7 +47,7 @@ class HostRing:
         import torch
 
         self.threads = threads or default_threads()
-        slots = slots or 2 * self.threads
+        slots = slots or default_slots(self.threads)
         if slot_bytes < 1 or slots < 2:
             raise ValueError(
                 f"a host ring needs at least 2 slots of 1 byte or more, not {slots} x {slot_bytes}"

@@ -109,16 +109,21 @@ class GrowingLayer(DynamicLayer):
     def _ensure(self, end: int, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         if self._k is None:
             shape = (*key_states.shape[:2], round_up(max(end, self.target)), key_states.shape[-1])
-            self._k = key_states.new_empty(shape)
-            self._v = value_states.new_empty((*shape[:3], value_states.shape[-1]))
+            self._k = key_states.new_zeros(shape)  # zeros, not garbage: see _move
+            self._v = value_states.new_zeros((*shape[:3], value_states.shape[-1]))
         elif end > self.capacity:
             self._move(round_up(max(end, self.target, self.capacity + self.capacity // 4)), self.length)
 
     def _move(self, capacity: int, keep: int) -> None:
-        """Fresh buffers of `capacity` positions holding the first `keep` positions of the old ones."""
+        """Fresh buffers of `capacity` positions holding the first `keep` positions of the old ones.
+
+        The rest is zeroed: a graph step attends over whole buffers with later positions masked, and
+        a masked weight of 0 times a value is 0 only if the value is finite (uninitialised memory
+        can hold NaNs, and 0 * NaN poisons the answer).
+        """
         old_k, old_v = self._k, self._v
-        self._k = old_k.new_empty((*old_k.shape[:2], capacity, old_k.shape[-1]))
-        self._v = old_v.new_empty((*old_v.shape[:2], capacity, old_v.shape[-1]))
+        self._k = old_k.new_zeros((*old_k.shape[:2], capacity, old_k.shape[-1]))
+        self._v = old_v.new_zeros((*old_v.shape[:2], capacity, old_v.shape[-1]))
         self._k[:, :, :keep].copy_(old_k[:, :, :keep])
         self._v[:, :, :keep].copy_(old_v[:, :, :keep])
 

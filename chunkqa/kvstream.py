@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chunkqa.hostring import SLOT_BYTES, HostRing, PendingRing, default_threads
+from chunkqa.hostring import SLOT_BYTES, HostRing, PendingRing, default_slots, default_threads
 
 __all__ = ["HostRing", "PendingRing", "load_tensors", "stream_into", "tensor_specs"]
 
@@ -249,7 +249,7 @@ def _copy_out(outs: list[Any], slot: Any, piece: Slice, stream: Any) -> Any:
 def _ring_for(total: int, slice_bytes: int, threads: int, pinned: bool) -> HostRing:
     """A ring for one load of `total` bytes: no larger than the load needs."""
     step = min(slice_bytes, total)
-    return HostRing(step, max(2, min(2 * threads, -(-total // step))), pinned, threads)
+    return HostRing(step, max(2, min(default_slots(threads), -(-total // step))), pinned, threads)
 
 
 def _read_direct(fd: int, outs: list[Any], start: int) -> None:

@@ -24,13 +24,13 @@ step() {
   echo "$name rc=$rc $((SECONDS - t0))s" | tee -a "$OUT/steps.txt"
 }
 
-step gpu_suite python3 -m pytest -q -m gpu -s -p no:cacheprovider tests/test_dca_gpu.py tests/test_kvstream.py tests/test_graphs.py
+step gpu_suite python3 -m pytest -q -m gpu -s -p no:cacheprovider tests/test_dca_gpu.py tests/test_kvstream.py tests/test_graphs.py tests/test_dca_masked.py
 step tp_gpu python3 -m pytest -q -m gpu -s -p no:cacheprovider tests/test_tp_gpu.py
 step dca_attention python3 benchmarks/dca_attention.py --device cuda --out "$OUT"
 step prefill python3 benchmarks/prefill.py --device cuda --out "$OUT"
 step decode python3 benchmarks/decode.py --device cuda --out "$OUT"
 step ttft_cache python3 benchmarks/ttft_cache.py --device cuda --out "$OUT"
-step kv_load python3 benchmarks/kv_load.py --device cuda --out "$OUT"
+step kv_load python3 benchmarks/kv_load.py --device cuda --sweep --out "$OUT"
 step ask_tiny python3 -m chunkqa ask examples/passkey-demo-16x.txt "What is the pass key?" -m tiny --no-cache
 step selftest_tiny python3 -m chunkqa selftest -m tiny
 

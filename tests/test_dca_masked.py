@@ -53,6 +53,16 @@ def test_keys_past_the_queries_are_masked():
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
 
 
+def test_a_nan_in_the_unfilled_tail_poisons_the_answer():
+    """Why chunkqa.kvcache zeroes its buffers: masking gives 0 weights, and 0 x NaN is NaN."""
+    q, k, v, cos, sin = inputs(30, 1, 4, 2)
+    tail = torch.full((1, 2, 5, 8), float("nan"), dtype=torch.float64)
+    got = masked_dca_attention(
+        q, torch.cat([k, tail], 2), torch.cat([v, tail], 2), torch.tensor([30]), cos, sin, S, CHUNK, 0.3
+    )
+    assert torch.isnan(got).all()
+
+
 def test_keys_in_blocks_merge_exactly(monkeypatch):
     """Scores formed block by block (some blocks seeing no key for early queries) merge exactly."""
     q, k, v, cos, sin = inputs(0, 700, 2, 1, seed=3)

@@ -99,6 +99,8 @@ def test_graphs_wanted_only_on_cuda_with_dca(tiny_paths, monkeypatch):
 def test_captured_steps_equal_ordinary_decoding_on_gpu(tiny_paths, family):
     model = load_tiny(tiny_paths[family], torch.float32).to("cuda")
     handle = apply_dca(model)
+    poison = torch.full((2**24,), float("nan"), device="cuda")  # memory the cache may be given next
+    del poison
     with handle.prompt_length(PROMPT):
         expected, expected_logits = greedy(model, prompt_ids("cuda"), DynamicCache(config=model.config))
         cache = new_cache(model.config)

@@ -39,6 +39,16 @@ def test_reserve_sizes_the_first_allocation_and_growth_keeps_contents():
     assert torch.equal(layer.keys[0, 1, :, 2], torch.arange(4010.0))
 
 
+def test_unfilled_positions_are_zeros_not_garbage():
+    """A graph step attends over whole buffers (later positions masked): 0 x NaN would be NaN."""
+    layer = GrowingLayer()
+    layer.update(*kv(5, start=1))
+    assert torch.equal(layer.buffers[0][:, :, 5:], torch.zeros(1, 2, BLOCK - 5, 4))
+    layer.update(*kv(BLOCK, start=1))  # grows: the new tail is zeroed too
+    k, v = layer.buffers
+    assert not k[:, :, layer.length :].any() and not v[:, :, layer.length :].any()
+
+
 def test_crop_and_reset():
     layer = GrowingLayer()
     layer.update(*kv(10))

@@ -45,7 +45,8 @@ def masked_dca_attention(
     """DCA of queries q [B, H, n, D] (not rotated) at absolute positions q_pos [n] (int64).
 
     k, v: [B, Hkv, L, D], keys rotated at (position mod chunk_len); keys at positions past a query
-    (including any unfilled tail of a buffer) are masked. cos, sin: [chunk_size + 1, D].
+    (including any unfilled tail of a buffer) are masked, but must be finite: a masked weight of 0
+    times a NaN value is NaN (chunkqa.kvcache zeroes its buffers). cos, sin: [chunk_size + 1, D].
     returns [B, H, n, D] in q's dtype.
     """
     batch, heads, n, dim = q.shape
