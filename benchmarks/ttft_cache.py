@@ -82,10 +82,11 @@ def new_session(loaded: LoadedModel, document: list[int], cache_dir: Path | None
     builder = PromptBuilder(loaded.tokenizer, template="base", system="", chat=False)
     cache = None
     if cache_dir is not None:
-        # as `chunkqa ask` does before loading the weights (pinning its host ring meanwhile): the
-        # weights are already here, so wait for the ring rather than count it as the question's time
+        # as `chunkqa ask` does before loading the weights (pinning its host ring and fingerprinting
+        # the tokenizer meanwhile): the weights are already here, so wait for that instead of
+        # counting it as the question's time
         cache = DocCache(CacheOptions(cache_dir, 2**40, 0), {"model": loaded.spec.name})
-        cache.prepare(loaded.device, wait=True)
+        cache.prepare(loaded.device, loaded.tokenizer, wait=True)
     session = Session(loaded, builder, document)
     if cache is not None:
         cache.attach(session)

@@ -40,7 +40,7 @@ def open_chat(request: ChatRequest, plan: Any) -> ChatEngine:
 
     cache = None
     if request.cache is not None:  # prepared before the weights load: it may pin its buffers meanwhile
-        cache = DocCache(request.cache).prepare(pick_device(plan.spec.device))
+        cache = DocCache(request.cache).prepare(pick_device(plan.spec.device), plan.builder.tokenizer)
     loaded = load_model(plan.spec, plan.dca_options, tokenizer=plan.builder.tokenizer)
     engine = ChatEngine(replace(request, max_context=plan.budget.limit), loaded, cache)
     engine.use(plan)

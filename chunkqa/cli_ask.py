@@ -62,7 +62,7 @@ def doc_cache(options: Any, plan: Any) -> Any:
     from chunkqa.model import pick_device
 
     label = {"model": plan.spec.name, "documents": [d.name for d in plan.documents]}
-    return DocCache(options, label).prepare(pick_device(plan.spec.device))
+    return DocCache(options, label).prepare(pick_device(plan.spec.device), plan.builder.tokenizer)
 
 
 def report_cache(cache: Any, console: Console, wait: bool = False) -> None:

@@ -1,32 +1,26 @@
 """The document cache: a document prefix's KV cache kept on disk, keyed by everything that shapes it.
 
 An entry is one safetensors file, `<key>.safetensors`, in the cache directory (format and checks in
-`chunkqa.kvfile`). The key is a sha256 over the model (id, revision, file fingerprint), dtype, device
-type, DCA settings and kernel, template, system prompt, tokenizer, library versions and the prefix
-token ids (which cover the document and the framing around it): any change gives another entry.
-A bad entry is deleted and reported, never used. Last use is the file's mtime, touched on every load;
-past the size limit the least recently used entries go first. `DocCache` connects a Session through
-its prefix hooks. Nothing here prints: what happened comes back as `CacheEvent`s.
+`chunkqa.kvfile`; the key, a sha256 over model, dtype, DCA settings, template, tokenizer, versions
+and the prefix token ids, in `chunkqa.cachekey`): any change gives another entry. A bad entry is
+deleted and reported, never used. Last use is the file's mtime, touched on every load; past the
+size limit the least recently used entries go first. `DocCache` connects a Session through its
+prefix hooks. Nothing here prints: what happened comes back as `CacheEvent`s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import re
 import threading
-from array import array
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chunkqa import __version__
+from chunkqa.cachekey import entry_key, key_fields, tokenizer_fingerprint
 from chunkqa.errors import UsageError
 from chunkqa.kvfile import (
-    FORMAT,
     SUFFIX,
     CorruptEntry,
     Entry,
@@ -87,68 +81,6 @@ def parse_size(text: str | int) -> int:
     return int(float(match.group(1)) * unit)
 
 
-# ---- the key ---------------------------------------------------------------------------------------
-def ids_digest(ids: Sequence[int]) -> str:
-    return hashlib.sha256(array("q", ids).tobytes()).hexdigest()
-
-
-def text_digest(text: str | None) -> str:
-    return hashlib.sha256((text or "").encode("utf-8")).hexdigest()
-
-
-def tokenizer_fingerprint(tokenizer: Any) -> str:
-    """Hash of the tokenizer's full definition (vocab, merges, normalisers, special tokens, template)."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    body = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
-    extra = [type(tokenizer).__name__, sorted(tokenizer.all_special_tokens), tokenizer.chat_template]
-    return text_digest(body + json.dumps(extra, default=str))
-
-
-def model_fingerprint(source: str) -> list[list[Any]] | None:
-    """Name, size and mtime of a local model directory's config and weight files (None for hub ids)."""
-    path = Path(source)
-    if not path.is_dir():
-        return None
-    files = sorted(p for p in path.iterdir() if p.suffix in (".json", ".safetensors", ".bin", ".pt"))
-    return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
-
-
-def key_fields(loaded: Any, builder: Any, prefix: Sequence[int], tokenizer_id: str) -> dict[str, Any]:
-    """Everything the prefix's KV depends on, as JSON-ready values."""
-    import torch
-    import transformers
-
-    source = str(Path(loaded.source).resolve()) if Path(loaded.source).is_dir() else loaded.source
-    dca = None
-    if loaded.handle is not None:
-        config = loaded.config
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        kernel = loaded.handle.kernel_name(loaded.device, loaded.dtype, head_dim)
-        dca = {**loaded.handle.config.describe(), "kernel": kernel}
-    return {
-        "format": FORMAT,
-        "versions": {
-            "chunkqa": __version__,
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-        },
-        "model": {"source": source, "revision": loaded.revision, "files": model_fingerprint(loaded.source)},
-        "architecture": loaded.config.model_type,
-        "dtype": str(loaded.dtype).removeprefix("torch."),
-        "device": loaded.device.type,
-        "dca": dca,
-        "template": text_digest(builder.template),
-        "system": text_digest(builder.system),
-        "chat": builder.chat,
-        "tokenizer": tokenizer_id,
-        "prefix": {"tokens": len(prefix), "sha256": ids_digest(prefix)},
-    }
-
-
-def entry_key(fields: dict[str, Any]) -> str:
-    return text_digest(json.dumps(fields, sort_keys=True))
-
-
 # ---- a session's link to the cache ---------------------------------------------------------------------
 class DocCache:
     """Loads a session's document prefix from disk before prefill, saves it right after it is computed.
@@ -168,21 +100,28 @@ class DocCache:
         self._lock = threading.Lock()
         self._writer: threading.Thread | None = None
         self._go = threading.Event()  # the writer starts its work once set (after the first token)
-        self._tokenizers: dict[int, str] = {}
+        self._tokenizers: dict[int, str] = {}  # id(tokenizer) -> its fingerprint
+        self._fingerprints: dict[int, threading.Thread] = {}  # fingerprints being computed (prepare)
         self._staging: Any = None  # hostring.PendingRing: the pinned host ring of loads onto a GPU
 
-    def prepare(self, device: Any, wait: bool = False) -> DocCache:
-        """A load onto `device` may come: on CUDA, with entries on disk, start pinning its host ring.
+    def prepare(self, device: Any, tokenizer: Any = None, wait: bool = False) -> DocCache:
+        """Get ready for a lookup: fingerprint `tokenizer` for the entry key and, on CUDA with entries
+        on disk, pin the host ring a load goes through.
 
-        Pinning the ring takes a few hundred milliseconds: call this before the weights load, so it
-        happens meanwhile (in a background thread) instead of in the first question's time. `wait`:
-        return once it is done.
+        Both take a while (tens of milliseconds for a 128k vocabulary, a few hundred for the ring):
+        call this before the weights load, so they happen meanwhile, in background threads, instead
+        of in the first question's time. `wait`: return once they are done.
         """
+        known = self._tokenizers.keys() | self._fingerprints.keys()
+        if tokenizer is not None and id(tokenizer) not in known:
+            self._fingerprints[id(tokenizer)] = _start(self._fingerprint, tokenizer)
         directory = self.options.directory
         if _on_cuda(device) and directory.is_dir() and any(directory.glob(f"*{SUFFIX}")):
             ring = self._staging_ring()
             if wait:
                 ring.result()
+        if wait and tokenizer is not None:
+            self._fingerprint_of(tokenizer)
         return self
 
     def attach(self, session: Any) -> DocCache:
@@ -300,10 +239,19 @@ class DocCache:
 
     def _key(self, session: Any, prompt: Any) -> tuple[str, dict[str, Any]]:
         tokenizer = session.builder.tokenizer
-        if id(tokenizer) not in self._tokenizers:
-            self._tokenizers[id(tokenizer)] = tokenizer_fingerprint(tokenizer)
-        fields = key_fields(session.loaded, session.builder, prompt.prefix, self._tokenizers[id(tokenizer)])
+        fields = key_fields(session.loaded, session.builder, prompt.prefix, self._fingerprint_of(tokenizer))
         return entry_key(fields), fields
+
+    def _fingerprint_of(self, tokenizer: Any) -> str:
+        pending = self._fingerprints.pop(id(tokenizer), None)
+        if pending is not None:
+            pending.join()  # started by prepare
+        if id(tokenizer) not in self._tokenizers:
+            self._fingerprint(tokenizer)
+        return self._tokenizers[id(tokenizer)]
+
+    def _fingerprint(self, tokenizer: Any) -> None:
+        self._tokenizers[id(tokenizer)] = tokenizer_fingerprint(tokenizer)
 
     def _staging_ring(self) -> Any:
         """The ring's PendingRing, started on first use; result() joins the thread making it."""
@@ -322,3 +270,9 @@ def _snapshot(layer: Any) -> tuple[Any, Any]:
     """The layer's keys and values as they are now, kept so while the writer copies them."""
     share = getattr(layer, "share", None)  # a GrowingLayer reuses its buffers unless told not to
     return share() if share is not None else (layer.keys, layer.values)
+
+
+def _start(target: Any, *args: Any) -> threading.Thread:
+    thread = threading.Thread(target=target, args=args, name="chunkqa-doccache-prepare", daemon=True)
+    thread.start()
+    return thread

@@ -6,21 +6,15 @@ import dataclasses
 import json
 import os
 import shutil
+import threading
 from types import SimpleNamespace
 
 import pytest
 import torch
 
+from chunkqa.cachekey import entry_key, key_fields, model_fingerprint, tokenizer_fingerprint
 from chunkqa.dca.config import DCAConfig
-from chunkqa.doccache import (
-    CacheOptions,
-    DocCache,
-    entry_key,
-    key_fields,
-    model_fingerprint,
-    parse_size,
-    tokenizer_fingerprint,
-)
+from chunkqa.doccache import CacheOptions, DocCache, parse_size
 from chunkqa.errors import UsageError
 from chunkqa.kvfile import (
     CorruptEntry,
@@ -354,3 +348,29 @@ def test_a_pending_save_finishes_when_the_answer_is_abandoned(loaded, tmp_path):
                 steps.close()
                 raise StopIteration
     assert [e.kind for e in cache.wait()] == ["saved"]
+
+
+def test_prepare_fingerprints_the_tokenizer_in_the_background(cli_models, tmp_path, monkeypatch):
+    """`ask` prepares the cache before the weights load: the key's slowest part is done meanwhile."""
+    from chunkqa import doccache
+
+    loaded = load_model(ModelSpec(str(cli_models["qwen2"])), DCAOptions())
+    threads = []
+    real = doccache.tokenizer_fingerprint
+
+    def counting(tokenizer):
+        threads.append(threading.current_thread().name)
+        return real(tokenizer)
+
+    monkeypatch.setattr(doccache, "tokenizer_fingerprint", counting)
+    cache = DocCache(CacheOptions(tmp_path, 2**30, 0)).prepare(loaded.device, loaded.tokenizer)
+    cache.prepare(loaded.device, loaded.tokenizer, wait=True)  # a second prepare starts nothing more
+    builder = PromptBuilder(loaded.tokenizer)
+    session = Session(loaded, builder, builder.encode_document(DOC))
+    cache.attach(session)
+    session.answer("What?", GenerationConfig(max_new_tokens=2))
+    assert threads == ["chunkqa-doccache-prepare"]  # once, off the main thread
+    assert [event.kind for event in cache.wait()] == ["saved"]
+    prefix = session.prompt("What?", False).prefix
+    key = entry_key(key_fields(loaded, builder, prefix, real(loaded.tokenizer)))
+    assert entry_path(tmp_path, key).is_file()  # the entry is under the key of the real fingerprint
