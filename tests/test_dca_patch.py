@@ -10,6 +10,7 @@ from transformers import DynamicCache, StaticCache
 
 from chunkqa import apply_dca
 from chunkqa.cachearg import cache_kwargs
+from chunkqa.dca import patch
 from chunkqa.errors import DCAConfigError, PaddedBatchError, UnsupportedModelError, UsageError
 
 FAMILIES = list(family_configs())
@@ -72,8 +73,12 @@ def test_below_one_chunk_equals_unpatched(load, family):
     handle.remove()
 
 
+@pytest.mark.parametrize("masked", [False, True], ids=["kernel-path", "fused-masked"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_decode_equals_full_forward(load, family):
+def test_decode_equals_full_forward(load, family, masked, monkeypatch):
+    """Decoding through the cache equals one full forward: by the kernel path (the CPU's choice) and
+    by the fused masked pass (the GPU's choice for few queries), forced here."""
+    monkeypatch.setattr(patch, "use_masked", lambda q, k: masked)
     model = load(family)
     ids = tokens(105, seed=2)
     handle = apply_dca(model)

@@ -16,6 +16,8 @@ captured in a CUDA graph: `q_pos` is a tensor, and keys past the queries are sim
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from chunkqa.dca.attention import merge, rotate
@@ -31,6 +33,41 @@ def key_block(batch: int, heads: int, queries: int, keys: int) -> int:
     return max(256, min(keys, SCORE_BYTES // per_key))
 
 
+@dataclass(frozen=True)
+class MaskPlan:
+    """What every layer of one forward shares: the queries' RoPE tables and each key block's mask.
+
+    cos, sin: [n, 3, D] for the three query positions; blocks: (lo, hi, variant, hidden) with
+    variant [n, m] (0 own chunk, 1 previous, 2 older) and hidden [n, m] (keys after the query).
+    """
+
+    cos: torch.Tensor
+    sin: torch.Tensor
+    blocks: tuple[tuple[int, int, torch.Tensor, torch.Tensor], ...]
+
+
+def plan_masks(
+    q_pos: torch.Tensor,
+    length: int,
+    heads: int,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    chunk_len: int,
+    chunk_size: int,
+) -> MaskPlan:
+    """The mask plan for queries at q_pos [n] over `length` keys, for `heads` query heads (batch 1)."""
+    chunk = q_pos // chunk_len  # [n]
+    own = q_pos - chunk * chunk_len  # [n]
+    where = torch.stack([own, (own + chunk_len).clamp(max=chunk_size), torch.full_like(own, chunk_size)], -1)
+    block = key_block(1, heads, q_pos.shape[0], length)
+    blocks = []
+    for lo in range(0, length, block):
+        keys = torch.arange(lo, min(lo + block, length), device=q_pos.device)  # [m]
+        variant = (chunk[:, None] - keys[None, :] // chunk_len).clamp(0, 2)  # [n, m]
+        blocks.append((lo, lo + keys.shape[0], variant, keys[None, :] > q_pos[:, None]))
+    return MaskPlan(cos[where], sin[where], tuple(blocks))
+
+
 def masked_dca_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -41,45 +78,44 @@ def masked_dca_attention(
     chunk_len: int,
     chunk_size: int,
     scale: float,
+    plan: MaskPlan | None = None,
 ) -> torch.Tensor:
     """DCA of queries q [B, H, n, D] (not rotated) at absolute positions q_pos [n] (int64).
 
     k, v: [B, Hkv, L, D], keys rotated at (position mod chunk_len); keys at positions past a query
     (including any unfilled tail of a buffer) are masked, but must be finite: a masked weight of 0
     times a NaN value is NaN (chunkqa.kvcache zeroes its buffers). cos, sin: [chunk_size + 1, D].
+    `plan`: plan_masks' result for these positions, when the caller shares one across layers.
     returns [B, H, n, D] in q's dtype.
     """
     batch, heads, n, dim = q.shape
-    kv_heads, length = k.shape[1], k.shape[2]
+    kv_heads = k.shape[1]
     groups = heads // kv_heads
-    chunk = q_pos // chunk_len  # [n]
-    own = q_pos - chunk * chunk_len  # [n]
-    where = torch.stack([own, (own + chunk_len).clamp(max=chunk_size), torch.full_like(own, chunk_size)], -1)
-    qv = rotate(q[:, :, :, None, :], cos[where], sin[where])  # [B, H, n, 3, D]
+    if plan is None or batch != 1:
+        plan = plan_masks(q_pos, k.shape[2], heads * batch, cos, sin, chunk_len, chunk_size)
+    qv = rotate(q[:, :, :, None, :], plan.cos, plan.sin)  # [B, H, n, 3, D]
     qv = qv.reshape(batch, kv_heads, groups * n * 3, dim)  # the query heads of one KV head stacked
-    block = key_block(batch, heads, n, length)
-    parts = [
-        _block(qv, k, v, q_pos, chunk, lo, min(lo + block, length), chunk_len, scale, groups, n)
-        for lo in range(0, length, block)
-    ]
-    out = merge(parts) if len(parts) > 1 else parts[0][0]  # [B, Hkv, G*n, D]
+    alone = len(plan.blocks) == 1
+    parts = [_block(qv, k, v, block, scale, groups, n, alone) for block in plan.blocks]
+    out = parts[0][0] if alone else merge(parts)  # [B, Hkv, G*n, D]
     return out.reshape(batch, heads, n, dim).to(q.dtype)
 
 
-def _block(qv, k, v, q_pos, chunk, lo: int, hi: int, chunk_len: int, scale: float, groups: int, n: int):
-    """(out [B, Hkv, G*n, D] float32, lse [B, Hkv, G*n]) over keys [lo, hi)."""
+def _block(qv, k, v, block, scale: float, groups: int, n: int, alone: bool):
+    """(out [B, Hkv, G*n, D] float32, lse [B, Hkv, G*n] or None when `alone`) over one key block."""
+    lo, hi, variant, hidden = block
     batch, kv_heads = k.shape[:2]
     scores = query_key_scores(qv, k[:, :, lo:hi]) * scale  # [B, Hkv, G*n*3, m] float32 (or float64)
     scores = scores.view(batch, kv_heads, groups, n, 3, hi - lo)
-    keys = torch.arange(lo, hi, device=k.device)  # [m]
-    behind = (chunk[:, None] - keys[None, :] // chunk_len).clamp(0, 2)  # [n, m]: 0 own, 1 previous, 2 older
-    index = behind[None, None, None, :, None, :].expand(batch, kv_heads, groups, n, 1, hi - lo)
+    index = variant[None, None, None, :, None, :].expand(batch, kv_heads, groups, n, 1, hi - lo)
     chosen = scores.gather(4, index)[:, :, :, :, 0]  # [B, Hkv, G, n, m]
-    chosen = chosen.masked_fill(keys[None, :] > q_pos[:, None], float("-inf"))
-    chosen = chosen.reshape(batch, kv_heads, groups * n, hi - lo)
-    lse = torch.logsumexp(chosen, dim=-1)  # [B, Hkv, G*n]; -inf where a query sees no key here
-    finite = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
-    probs = torch.exp(chosen - finite[..., None])
+    chosen = chosen.masked_fill(hidden, float("-inf")).reshape(batch, kv_heads, groups * n, hi - lo)
+    if alone:  # every query sees at least key 0 here: a plain softmax, no log-sum-exp to merge
+        probs, lse = torch.softmax(chosen, dim=-1), None
+    else:
+        lse = torch.logsumexp(chosen, dim=-1)  # [B, Hkv, G*n]; -inf where a query sees no key here
+        finite = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
+        probs = torch.exp(chosen - finite[..., None])
     if probs.is_cuda and v.dtype in HALF:  # as flash kernels do: half-precision weights, one GEMM
         return (probs.to(v.dtype) @ v[:, :, lo:hi]).to(probs.dtype), lse
     return weighted_values(probs, v[:, :, lo:hi]), lse

@@ -21,7 +21,7 @@ from chunkqa.dca.adapters import find_parts, project_qkv
 from chunkqa.dca.attention import dca_attention, rotate
 from chunkqa.dca.config import DCAConfig, resolve_config
 from chunkqa.dca.kernels import Kernel, select_kernel
-from chunkqa.dca.masked import masked_dca_attention
+from chunkqa.dca.masked import masked_dca_attention, plan_masks
 from chunkqa.dca.positions import key_positions
 from chunkqa.errors import PaddedBatchError, UsageError
 
@@ -41,6 +41,16 @@ class _State:
         self._tables: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
         self._kernels: dict[tuple[torch.device, torch.dtype, int], tuple[str, Kernel]] = {}
         self._factors: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._shared: dict[tuple, Any] = {}  # built by the first layer of a forward, used by all
+
+    def shared(self, key: tuple, build: Callable[[], Any]) -> Any:
+        """What every layer of this forward needs alike (RoPE tables, masks): built once per forward."""
+        if key not in self._shared:
+            self._shared[key] = build()
+        return self._shared[key]
+
+    def new_forward(self) -> None:
+        self._shared.clear()
 
     def table(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin [c + 1, D] from the model's own rotary embedding (so its RoPE scaling applies)."""
@@ -136,7 +146,7 @@ def apply_dca(
     undo.append(_switch_off_sliding_window(parts.text_config))
     for module in parts.attentions:
         undo.append(_set_instance_attr(module, "forward", functools.partial(_dca_forward, module, state)))
-    hook = parts.decoder.register_forward_pre_hook(_check_inputs, with_kwargs=True)
+    hook = parts.decoder.register_forward_pre_hook(functools.partial(_check_inputs, state), with_kwargs=True)
     undo.append(hook.remove)
     handle = DCAHandle(model, state, undo)
     undo.append(_set_instance_attr(model, _MARK, handle))
@@ -166,16 +176,20 @@ def _dca_forward(
     scale = module.scaling * state.logit_factor(past_key_values, past, new)
     positions = getattr(past_key_values, "positions", None)
     if positions is not None:  # a step being captured in a CUDA graph: positions are a tensor
-        kpos = positions % cfg.chunk_len
-        k, v = past_key_values.layers[module.layer_idx].write_at(
-            rotate(k, cos[kpos], sin[kpos]), v, positions
-        )
-        out = masked_dca_attention(q, k, v, positions, cos, sin, cfg.chunk_len, cfg.chunk_size, scale)
+        layer = past_key_values.layers[module.layer_idx]
+        key = ("graph", layer.capacity, q.dtype, q.device)
+        krot, plan = state.shared(key, lambda: _graph_plan(positions, layer.capacity, q, cfg, cos, sin))
+        k, v = layer.write_at(rotate(k, *krot), v, positions)
+        out = masked_dca_attention(q, k, v, positions, cos, sin, cfg.chunk_len, cfg.chunk_size, scale, plan)
     else:
-        k, v = _cached(module, past_key_values, rotate_keys(k, past, cos, sin, cfg.chunk_len), v, past)
+        krot = state.shared(
+            ("keys", past, new, q.dtype, q.device), lambda: _key_tables(past, new, cfg.chunk_len, cos, sin)
+        )
+        k, v = _cached(module, past_key_values, rotate(k, *krot), v, past)
         if use_masked(q, k):
-            q_pos = torch.arange(past, past + new, device=q.device)
-            out = masked_dca_attention(q, k, v, q_pos, cos, sin, cfg.chunk_len, cfg.chunk_size, scale)
+            key = ("plan", past, new, k.shape[2], q.dtype, q.device)
+            q_pos, plan = state.shared(key, lambda: _eager_plan(past, q, k, cfg, cos, sin))
+            out = masked_dca_attention(q, k, v, q_pos, cos, sin, cfg.chunk_len, cfg.chunk_size, scale, plan)
         else:
             _, kernel = state.kernel(q.device, q.dtype, q.shape[-1])
             out = dca_attention(q, k, v, past, cos, sin, cfg.chunk_len, cfg.chunk_size, scale, kernel)
@@ -183,12 +197,21 @@ def _dca_forward(
     return module.o_proj(out), None
 
 
-def rotate_keys(
-    k: torch.Tensor, past: int, cos: torch.Tensor, sin: torch.Tensor, chunk_len: int
-) -> torch.Tensor:
-    """New keys [B, Hkv, n, D] rotated at their DCA key positions (i mod s): cached once, like that."""
-    kpos = key_positions(past, k.shape[2], chunk_len, k.device)
-    return rotate(k, cos[kpos], sin[kpos])
+def _key_tables(past: int, new: int, chunk_len: int, cos: torch.Tensor, sin: torch.Tensor):
+    """cos, sin [n, D] at the new keys' DCA positions (i mod s): keys are cached rotated like that."""
+    kpos = key_positions(past, new, chunk_len, cos.device)
+    return cos[kpos], sin[kpos]
+
+
+def _eager_plan(past: int, q: torch.Tensor, k: torch.Tensor, cfg: DCAConfig, cos, sin):
+    q_pos = torch.arange(past, past + q.shape[2], device=q.device)
+    return q_pos, plan_masks(q_pos, k.shape[2], q.shape[1], cos, sin, cfg.chunk_len, cfg.chunk_size)
+
+
+def _graph_plan(positions: torch.Tensor, capacity: int, q: torch.Tensor, cfg: DCAConfig, cos, sin):
+    kpos = positions % cfg.chunk_len
+    plan = plan_masks(positions, capacity, q.shape[1], cos, sin, cfg.chunk_len, cfg.chunk_size)
+    return (cos[kpos], sin[kpos]), plan
 
 
 def _cached(module: nn.Module, cache: Any, k: torch.Tensor, v: torch.Tensor, past: int):
@@ -217,11 +240,12 @@ def use_masked(q: torch.Tensor, k: torch.Tensor) -> bool:
     return small and q.device.type == "cuda"
 
 
-def _check_inputs(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-    """Refuse padded batches; hand transformers a placeholder 4D mask so it builds no L x T mask.
-
-    DCA computes its own causal structure, so the patched attention never reads the mask.
+def _check_inputs(state: _State, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Start a forward: refuse padded batches; hand transformers a placeholder 4D mask so it builds no
+    L x T mask (DCA computes its own causal structure, so the patched attention never reads it), and
+    forget what the layers of the last forward shared.
     """
+    state.new_forward()
     mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
     if isinstance(mask, torch.Tensor) and mask.dim() == 2 and not bool(mask.all()):
         raise PaddedBatchError(
