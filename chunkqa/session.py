@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from chunkqa import graphs
 from chunkqa.budget import PREFILL_PIECE
 from chunkqa.generate import (
     Clock,
@@ -28,7 +29,7 @@ from chunkqa.generate import (
     reset_peak_memory,
     stop_token_ids,
 )
-from chunkqa.graphs import DecodeGraph, graphs_wanted
+from chunkqa.graphs import DecodeGraph
 from chunkqa.kvcache import new_cache
 from chunkqa.model import LoadedModel, load_model
 from chunkqa.prompt import PromptBuilder, PromptTokens, Turn
@@ -70,7 +71,10 @@ class Session:
         self.turns: list[Turn] = []
         self.cache = new_cache(loaded.model.config)
         # decode steps replayed from a CUDA graph where that works (else None: the ordinary forward)
-        self.decoder = DecodeGraph(loaded.model, self.cache, loaded.handle) if graphs_wanted(loaded) else None
+        self.decoder = None
+        if graphs.graphs_wanted(loaded):
+            capture = loaded.device.type == "cuda"  # elsewhere the same fixed-shape step runs eagerly
+            self.decoder = DecodeGraph(loaded.model, self.cache, loaded.handle, capture=capture)
         self.cache_ids: list[int] = []
         self.stop_ids = stop_token_ids(loaded.model, loaded.tokenizer)
         self.before_prefix: PrefixHook | None = None  # e.g. load the prefix from a document cache

@@ -104,3 +104,26 @@ def test_reset_and_trim(loaded):
     assert session.cache.get_seq_length() == 0 and session.cache_ids == []
     tokens_of(session, "What?")
     assert session.last_stats.reused_tokens == 0
+
+
+def test_graph_decoder_steps_in_a_session_give_the_same_answers(loaded, monkeypatch):
+    """The CUDA-graph decoder's fixed-shape step (run eagerly off CUDA) inside a Session: the same
+    tokens as ordinary decoding, through follow-ups, an abandoned answer and a rollback."""
+    from chunkqa import graphs
+
+    plain = new_session(loaded)
+    monkeypatch.setattr(graphs, "graphs_wanted", lambda loaded: True)
+    stepped = new_session(loaded)
+    assert plain.decoder is None and stepped.decoder is not None and not stepped.decoder.capture
+    calls = []
+    step = stepped.decoder.step
+    stepped.decoder.step = lambda token: calls.append(token) or step(token)
+    for history in (False, True, True):
+        assert tokens_of(stepped, "Who wrote it?", history) == tokens_of(plain, "Who wrote it?", history)
+    assert len(calls) == 3 * (GREEDY.max_new_tokens - 1)  # every token but each answer's last was stepped
+    answer = stepped.ask("Where?", GREEDY)
+    next(answer), next(answer)
+    answer.close()  # abandoned after two tokens: the cache is trimmed to what was fed
+    assert stepped.cache.get_seq_length() == len(stepped.cache_ids)
+    stepped.clear(), plain.clear()
+    assert tokens_of(stepped, "Why?", True) == tokens_of(plain, "Why?", True)
