@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import environment, print_table, sync, write_results
-from ttft_cache import PRESETS, build_model
+from ttft_cache import build_model, fill_preset
 
 from chunkqa.cachearg import cache_kwargs
 from chunkqa.dca import patch
@@ -132,10 +132,7 @@ def main() -> None:
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    preset = PRESETS["cuda" if device.type == "cuda" else "cpu"]
-    names = ("layers", "hidden", "heads", "kv_heads", "intermediate", "vocab", "pretraining_length", "tokens")
-    for name, value in zip(names, preset, strict=True):
-        setattr(args, name, getattr(args, name, None) or value)
+    names = fill_preset(args, device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     loaded = build_model(args, device, dtype)
     document = torch.randint(

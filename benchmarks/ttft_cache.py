@@ -42,6 +42,17 @@ FIRST, FOLLOW_UP = "What is the main result of the paper?", "And how was it meas
 ONE_TOKEN = GenerationConfig(max_new_tokens=1)
 
 
+NAMES = ("layers", "hidden", "heads", "kv_heads", "intermediate", "vocab", "pretraining_length", "tokens")
+
+
+def fill_preset(args, device: torch.device) -> tuple[str, ...]:
+    """Set every shape argument left unset to the device's preset; return their names."""
+    for name, value in zip(NAMES, PRESETS["cuda" if device.type == "cuda" else "cpu"], strict=True):
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
+    return NAMES
+
+
 def build_model(args, device: torch.device, dtype: torch.dtype) -> LoadedModel:
     """A random Llama made directly on the device in its dtype (nothing saved), with DCA applied."""
     from transformers import AutoModelForCausalLM, LlamaConfig
@@ -194,10 +205,7 @@ def main() -> None:
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    preset = PRESETS["cuda" if device.type == "cuda" else "cpu"]
-    names = ("layers", "hidden", "heads", "kv_heads", "intermediate", "vocab", "pretraining_length", "tokens")
-    for name, value in zip(names, preset, strict=True):
-        setattr(args, name, getattr(args, name) if getattr(args, name) is not None else value)
+    names = fill_preset(args, device)
     dtype = (
         getattr(torch, args.dtype)
         if args.dtype

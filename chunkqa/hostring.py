@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import Any
 
 MAX_THREADS = 16
 SLOT_BYTES = 16 * 2**20
@@ -70,23 +71,16 @@ class PendingRing:
     than stopping it halfway through a CUDA call.
     """
 
-    def __init__(
-        self,
-        slot_bytes: int = SLOT_BYTES,
-        slots: int | None = None,
-        pinned: bool = True,
-        threads: int | None = None,
-    ) -> None:
+    def __init__(self, **ring: Any) -> None:
+        """`ring`: HostRing's arguments."""
         self._ring: HostRing | None = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(
-            target=self._make, args=(slot_bytes, slots, pinned, threads), name="chunkqa-hostring"
-        )
+        self._thread = threading.Thread(target=self._make, kwargs=ring, name="chunkqa-hostring")
         self._thread.start()
 
-    def _make(self, slot_bytes: int, slots: int | None, pinned: bool, threads: int | None) -> None:
+    def _make(self, **ring: Any) -> None:
         try:
-            self._ring = HostRing(slot_bytes, slots, pinned, threads)
+            self._ring = HostRing(**ring)
         except BaseException as exc:  # handed to the thread that waits for the ring
             self._error = exc
 
