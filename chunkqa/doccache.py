@@ -88,7 +88,7 @@ class DocCache:
     Saving snapshots the prefix (a GPU prefix is copied to the CPU first) and writes the file in a
     background thread while the answer is generated; `wait()` joins it and returns what happened.
     Loads onto a GPU read through one pinned host ring, kept for the cache's life and pinned in a
-    background thread from `attach` on, when entries exist (pinning takes about 0.3 s).
+    background thread from `prepare` (or `attach`) on, when entries exist (pinning takes about 0.2 s).
     """
 
     def __init__(self, options: CacheOptions, label: dict[str, Any] | None = None) -> None:

@@ -224,7 +224,7 @@ def _cached(module: nn.Module, cache: Any, k: torch.Tensor, v: torch.Tensor, pas
         raise UsageError(
             f"DCA needs a cache that keeps every key; {type(cache).__name__} returned "
             f"{k.shape[2]} of {past + new}",
-            hint="use transformers' DynamicCache (the default)",
+            hint="use chunkqa.kvcache.GrowingCache (a Session's) or transformers' DynamicCache",
         )
     return k, v
 
