@@ -20,9 +20,10 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).parent))
 from common import environment, peak_memory, print_table, time_call, write_results
 
-from chunkqa.dca.attention import dca_attention, rotate
-from chunkqa.dca.kernels import KERNELS, available_kernels
-from chunkqa.dca.positions import key_positions
+from chunkqa.methods.dca.attention import dca_attention
+from chunkqa.methods.dca.positions import key_positions
+from chunkqa.methods.kernels import KERNELS, available_kernels
+from chunkqa.methods.rope import rotate
 
 
 def rope_tables(chunk: int, dim: int, device, dtype):

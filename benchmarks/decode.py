@@ -27,11 +27,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import environment, print_table, sync, write_results
 from ttft_cache import build_model, fill_preset
 
-from chunkqa.cachearg import cache_kwargs
-from chunkqa.dca import patch
-from chunkqa.generate import prefill
-from chunkqa.graphs import DecodeGraph
-from chunkqa.kvcache import new_cache
+from chunkqa.engine.cuda_graphs import DecodeGraph
+from chunkqa.engine.forward import cache_kwargs
+from chunkqa.engine.generate import prefill
+from chunkqa.engine.kvcache import new_cache
+from chunkqa.methods.dca import patch
 
 QUESTION = list(range(100, 111))
 

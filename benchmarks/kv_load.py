@@ -1,6 +1,6 @@
 """How fast does a document-cache entry come back from disk onto the device?
 
-A cached `ask` starts by reading its prefix's KV cache from the on-disk entry (chunkqa.kvfile:
+A cached `ask` starts by reading its prefix's KV cache from the on-disk entry (chunkqa.cache.entry:
 safetensors, checked tensor by tensor). This times that load (`read_entry`, file in the page cache)
 against baselines measured in the same run on the same file, each into host buffers allocated (and
 touched) beforehand: the bare single-thread read of the file's bytes; on a GPU that read into pinned
@@ -33,8 +33,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import environment, print_table, sync, time_call, write_results
 
-from chunkqa.kvfile import entry_path, make_header, read_entry, write_entry
-from chunkqa.kvstream import SLICE_BYTES, HostRing, default_threads, stream_into
+from chunkqa.cache.entry import entry_path, make_header, read_entry, write_entry
+from chunkqa.cache.stream import SLICE_BYTES, HostRing, default_threads, stream_into
 
 PRESETS = {"cpu": (4, 4, 64, 8192, torch.float32), "cuda": (32, 8, 128, 32768, torch.bfloat16)}
 FLOOR = "floor: {threads}-thread read{pinned} + H2D"

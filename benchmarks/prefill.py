@@ -20,8 +20,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import environment, print_table, sync, write_results
 
-from chunkqa.dca import apply_dca
-from chunkqa.generate import prefill
+from chunkqa.engine.generate import prefill
+from chunkqa.methods.dca import apply_dca
 
 PRESETS = {  # layers, hidden, heads, kv heads, MLP, vocab, P
     "cpu": (4, 512, 8, 4, 1536, 32000, 2048),

@@ -27,11 +27,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import environment, print_table, sync, write_results
 
-from chunkqa.dca import apply_dca
-from chunkqa.doccache import CacheOptions, DocCache, clear_entries, list_entries
-from chunkqa.model import LoadedModel, ModelSpec
+from chunkqa.cache import CacheOptions, DocCache, clear_entries, list_entries
+from chunkqa.engine.loading import LoadedModel
+from chunkqa.engine.results import GenerationConfig
+from chunkqa.methods.dca import apply_dca
 from chunkqa.prompt import PromptBuilder
-from chunkqa.results import GenerationConfig
 from chunkqa.session import Session
 
 PRESETS = {  # layers, hidden, heads, kv heads, MLP, vocab, P, document tokens
@@ -75,7 +75,7 @@ def build_model(args, device: torch.device, dtype: torch.dtype) -> LoadedModel:
         model = AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
     handle = apply_dca(model, pretraining_length=args.pretraining_length)
     name = f"random-llama-{args.layers}x{args.hidden}"
-    return LoadedModel(ModelSpec(name), name, model, word_tokenizer(args.vocab), handle, device, dtype)
+    return LoadedModel.wrap(model, word_tokenizer(args.vocab), handle=handle, name=name, device=device)
 
 
 def word_tokenizer(vocab: int):
@@ -98,10 +98,7 @@ def new_session(loaded: LoadedModel, document: list[int], cache_dir: Path | None
         # counting it as the question's time
         cache = DocCache(CacheOptions(cache_dir, 2**40, 0), {"model": loaded.spec.name})
         cache.prepare(loaded.device, loaded.tokenizer, wait=True)
-    session = Session(loaded, builder, document)
-    if cache is not None:
-        cache.attach(session)
-    return session, cache
+    return Session(loaded, builder, document, store=cache), cache
 
 
 def ttft(session: Session, question: str, history: bool = False):

@@ -1,3 +1,3 @@
-from chunkqa.cli import main
+from chunkqa.cli.app import main
 
 main()

@@ -11,11 +11,11 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from chunkqa.engine.results import PREFILL_PIECE
 from chunkqa.errors import DoesNotFitError, UsageError
 
 POLICIES = ("start", "middle", "end")
 ELISION = "\n[...]\n"  # marks where --truncate middle cut the document
-PREFILL_PIECE = 4096  # tokens per prefill call: bounds activation memory
 MAX_DEFAULT_CONTEXT = 1 << 20  # never default past ~1M tokens
 
 
@@ -43,6 +43,7 @@ class MemoryEstimate:
     kv_cache: int
     activations: int
     available: int | None  # what the device has free (None: unknown)
+    weights_loaded: bool = False  # the weights already sit in memory: `available` excludes them
 
     @property
     def total(self) -> int:
@@ -50,7 +51,8 @@ class MemoryEstimate:
 
     @property
     def fits(self) -> bool:
-        return self.available is None or self.total <= self.available
+        needed = self.total - (self.weights if self.weights_loaded else 0)
+        return self.available is None or needed <= self.available
 
 
 def fit_document(
@@ -63,7 +65,7 @@ def fit_document(
 ) -> tuple[list[int], TokenBudget]:
     """Keep the document whole if it fits, else cut it by `policy`, else raise DoesNotFitError."""
     if policy is not None and policy not in POLICIES:
-        raise UsageError(f"unknown truncation policy {policy!r}", hint=f"use one of {', '.join(POLICIES)}")
+        raise UsageError(f"unknown `truncate` policy {policy!r}", hint=f"use one of {', '.join(POLICIES)}")
     room = limit - framing - answer
     if len(document) <= room:
         return document, TokenBudget(len(document), framing, answer, limit)
@@ -71,7 +73,8 @@ def fit_document(
         raise DoesNotFitError(
             f"the prompt needs {len(document) + framing + answer:,} tokens (document {len(document):,}, "
             f"question and template {framing:,}, answer {answer:,}) but the limit is {limit:,}",
-            hint="raise --max-context or lower --max-new-tokens, or cut with --truncate start|middle|end",
+            hint="raise `max_context` or lower `max_new_tokens`, or cut the document with `truncate` "
+            "start, middle or end",
         )
     kept = truncate(document, room, policy, elision or [])
     return kept, TokenBudget(len(kept), framing, answer, limit, len(document) - len(kept))
@@ -141,13 +144,16 @@ def activation_bytes(config: Any, tokens: int, dtype_bytes: int, piece: int = PR
     return rows * (6 * s.hidden + 3 * max(s.inner, 4 * s.hidden)) * dtype_bytes + attention + s.vocab * 4
 
 
-def estimate_memory(config: Any, tokens: int, dtype_bytes: int, available: int | None) -> MemoryEstimate:
+def estimate_memory(
+    config: Any, tokens: int, dtype_bytes: int, available: int | None, weights_loaded: bool = False
+) -> MemoryEstimate:
     return MemoryEstimate(
         tokens,
         weight_bytes(config, dtype_bytes),
         kv_bytes_per_token(config, dtype_bytes) * tokens,
         activation_bytes(config, tokens, dtype_bytes),
         available,
+        weights_loaded,
     )
 
 

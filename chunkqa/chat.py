@@ -1,10 +1,10 @@
 """A chat about a document: one loaded model, a Session on the current document, and its disk cache.
 
 `plan_chat` and `open_chat` plan and load once; `ChatEngine` answers with the conversation so far
-(history on), and re-points the session when the user switches document (/doc), reloads it
-(/reset) or changes the system prompt (/set system). Re-planning reuses the loaded tokenizer and
-the first plan's token limit, so a switch costs a tokenization, never a model load.
-Nothing here prints or reads stdin.
+(history on), and re-points the session when the user switches document, reloads it or changes the
+system prompt. Re-planning reuses the loaded model's facts, tokenizer and the first plan's token
+limit, so a switch costs a tokenization, never a model load. Nothing here prints or reads stdin:
+`state()` describes the chat as data and the caller decides how to show it.
 """
 
 from __future__ import annotations
@@ -13,36 +13,46 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from chunkqa.documents import Document, load_document
+from chunkqa.engine.results import GenerationConfig, Stats, Step
 from chunkqa.errors import DoesNotFitError
-from chunkqa.plan import Request
-from chunkqa.results import GenerationConfig, Stats, Step
+from chunkqa.plan import Plan, Request, make_plan
 
 SAMPLE_QUESTION = "What does the document say about this question, in a few sentences?"  # for the budget
 STDIN_SOURCE = "<stdin>"
 
 
 @dataclass(frozen=True)
-class ChatRequest(Request):
-    """A chat's settings, options resolved; the password re-opens documents on /doc and /reset."""
+class ChatState:
+    """What a chat holds right now (for /show): the plan, the context in use, turns, cache status."""
 
-    password: str | None = None
+    plan: Plan
+    loaded: Any
+    context_used: int
+    turns: int
+    logit_factor: float | None  # the method's factor at the document's prefix length
+    prefix_tokens: int
+    cache: Any  # CacheOptions, or None when the disk cache is off
+    cache_status: str
 
 
-def plan_chat(request: ChatRequest) -> Any:
+def plan_chat(request: Request) -> Plan:
     """Tokenize and check the document against the budget, before any weights load."""
-    return request.plan([SAMPLE_QUESTION])
+    return make_plan(request, [SAMPLE_QUESTION])
 
 
-def open_chat(request: ChatRequest, plan: Any) -> ChatEngine:
-    """Load the planned model and start the session on the plan's document."""
-    from chunkqa.doccache import DocCache
-    from chunkqa.model import load_model, pick_device
+def open_chat(request: Request, plan: Plan, *, store: Any = None) -> ChatEngine:
+    """Load the planned model and start the session on the plan's document.
 
-    cache = None
-    if request.cache is not None:  # prepared before the weights load: it may pin its buffers meanwhile
-        cache = DocCache(request.cache).prepare(pick_device(plan.spec.device), plan.builder.tokenizer)
-    loaded = load_model(plan.spec, plan.dca_options, tokenizer=plan.builder.tokenizer)
-    engine = ChatEngine(replace(request, max_context=plan.budget.limit), loaded, cache)
+    `store`: the document cache (chunkqa.cache.DocCache), prepared by the caller before this call so
+    that it pins its buffers while the weights load.
+    """
+    from chunkqa.engine.loading import load_model
+
+    loaded = load_model(
+        plan.model, method=plan.method, kernel=request.method.kernel, tokenizer=plan.builder.tokenizer
+    )
+    engine = ChatEngine(replace(request, max_context=plan.budget.limit), loaded, store)
     engine.use(plan)
     return engine
 
@@ -50,23 +60,24 @@ def open_chat(request: ChatRequest, plan: Any) -> ChatEngine:
 class ChatEngine:
     """The model side of a chat; every method either succeeds or leaves the chat as it was."""
 
-    def __init__(self, request: ChatRequest, loaded: Any, cache: Any = None) -> None:
+    def __init__(self, request: Request, loaded: Any, store: Any = None) -> None:
         self.request = request
         self.loaded = loaded
-        self.cache = cache
+        self.cache = store
         self.plan: Any = None
         self.session: Any = None
 
-    def use(self, plan: Any, refresh: bool = False) -> None:
+    def use(self, plan: Plan, refresh: bool = False) -> None:
         """Start a fresh session on the plan's document (refresh: recompute even if cached on disk)."""
         from chunkqa.session import Session
 
-        session = Session(self.loaded, plan.builder, plan.document_ids, self.request.prefill_chunk)
         if self.cache is not None:
-            self.cache.label = {"model": plan.spec.name, "documents": [d.name for d in plan.documents]}
+            self.cache.label = {"model": plan.model.spec.name, "documents": [d.name for d in plan.documents]}
             self.cache.refresh = refresh
-            self.cache.attach(session)
-        self.plan, self.session = plan, session
+        self.session = Session(
+            self.loaded, plan.builder, plan.document_ids, piece=self.request.prefill_chunk, store=self.cache
+        )
+        self.plan = plan
 
     # -- questions -------------------------------------------------------------------------------
     def ask(self, question: str, config: GenerationConfig, on_progress: Any = None) -> Iterator[Step]:
@@ -85,6 +96,9 @@ class ChatEngine:
 
     @property
     def context_used(self) -> int:
+        """Tokens the next question starts from: the document, plus the turns still remembered."""
+        if not self.session.turns:
+            return min(len(self.session.cache_ids), len(self._prefix()))
         return len(self.session.cache_ids)
 
     # -- commands --------------------------------------------------------------------------------
@@ -94,8 +108,6 @@ class ChatEngine:
 
     def reset(self) -> None:
         """Re-read the documents from disk and compute them again (turns forgotten)."""
-        from chunkqa.documents import load_document
-
         docs = [
             d if d.source == STDIN_SOURCE else load_document(d.source, self.request.password)
             for d in self.plan.documents
@@ -104,8 +116,6 @@ class ChatEngine:
 
     def switch(self, path: str) -> None:
         """Chat about another document from now on."""
-        from chunkqa.documents import load_document
-
         self.use(self._plan([load_document(path, self.request.password)], self.request.system))
 
     def set_system(self, text: str) -> None:
@@ -114,16 +124,25 @@ class ChatEngine:
         self.request = replace(self.request, system=text)
         self.use(plan)
 
-    def _plan(self, documents: Sequence[Any], system: str | None) -> Any:
-        request = replace(self.request, documents=documents, system=system)
-        # strict=False: the memory check would count the loaded weights twice
-        plan = request.plan([SAMPLE_QUESTION], strict=False, tokenizer=self.loaded.tokenizer)
+    def _plan(self, documents: Sequence[Document], system: str | None) -> Plan:
+        request = replace(self.request, documents=tuple(documents), system=system)
+        plan = make_plan(
+            request,
+            [SAMPLE_QUESTION],
+            strict=False,
+            model=self.plan.model,
+            tokenizer=self.loaded.tokenizer,
+            weights_loaded=True,
+        )
         if plan.budget.total > plan.budget.limit:
             raise DoesNotFitError(
                 f"{plan.budget.total:,} tokens do not fit the limit of {plan.budget.limit:,}",
-                hint="start chunkqa chat with --truncate start|middle|end to cut long documents",
+                hint="start the chat with `truncate` start, middle or end to cut long documents",
             )
         return plan
+
+    def _prefix(self) -> Sequence[int]:
+        return self.session.prompt(SAMPLE_QUESTION, history=False).prefix
 
     # -- reporting ---------------------------------------------------------------------------------
     def cache_events(self, wait: bool = False) -> list[Any]:
@@ -131,33 +150,17 @@ class ChatEngine:
             return []
         return self.cache.wait() if wait else self.cache.events()
 
-    def describe(self) -> list[str]:
-        """/show: model, document, DCA settings, context used, prompt settings, disk cache."""
-        from chunkqa.report import banner_lines
-
-        plan, builder = self.plan, self.plan.builder
-        lines = banner_lines(plan, self.loaded)
-        if self.loaded.handle is not None:
-            prefix = len(self.session.prompt(SAMPLE_QUESTION, history=False).prefix)
-            lines.append(
-                f"DCA logit factor {self.loaded.handle.logit_factor(prefix):.4f} at {prefix:,} tokens"
-            )
-        turns = len(self.session.turns)
-        lines.append(
-            f"context {self.context_used:,} of {plan.budget.limit:,} tokens in use · {turns} earlier turns"
+    def state(self) -> ChatState:
+        """What /show reports: plan, context in use, turns, the method's logit factor, disk cache."""
+        prefix = len(self._prefix())
+        handle = self.loaded.handle
+        return ChatState(
+            plan=self.plan,
+            loaded=self.loaded,
+            context_used=self.context_used,
+            turns=len(self.session.turns),
+            logit_factor=handle.logit_factor(prefix) if handle is not None else None,
+            prefix_tokens=prefix,
+            cache=self.cache.options if self.cache is not None else None,
+            cache_status=self.cache.status if self.cache is not None else "off",
         )
-        system = builder.system.replace("\n", " ") if builder.system else "(none)"
-        lines.append(f"template {builder.template_name} · system prompt {_clip(system, 70)}")
-        if self.cache is not None:
-            options = self.cache.options
-            lines.append(
-                f"document cache {options.directory} · prefixes from {options.min_tokens:,} tokens · "
-                f"this document: {self.cache.status}"
-            )
-        else:
-            lines.append("document cache off")
-        return lines
-
-
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"

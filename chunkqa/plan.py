@@ -1,17 +1,21 @@
-"""Planning a question before any weights load: tokens, DCA settings, budget and memory.
+"""What to run, decided before any weights load: the request, the model's facts, tokens, budget, memory.
 
-`make_plan` reads only the model's config and tokenizer, so `chunkqa inspect` and the checks that
-end with exit code 3 cost seconds, not a model load.
+A `Request` is everything a caller asks for, resolved from flags, environment and config file by
+the CLI (or written by a library user), frozen. `make_plan` reads only the model's config and
+tokenizer, so `chunkqa inspect` and the checks that end with exit code 3 cost seconds, not a model
+load. It resolves each fact once (model source, config, device, dtype, the method's settings, P);
+everything below receives the plan's resolved objects.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from chunkqa.budget import (
     ELISION,
+    PREFILL_PIECE,
     MemoryEstimate,
     TokenBudget,
     available_memory,
@@ -20,40 +24,61 @@ from chunkqa.budget import (
     fit_document,
 )
 from chunkqa.documents import Document, combine_documents
-from chunkqa.errors import DoesNotFitError
-from chunkqa.model import (
-    DCAOptions,
-    ModelSpec,
-    check_dca,
-    load_config,
-    load_tokenizer,
-    pick_device,
-    pick_dtype,
-)
+from chunkqa.engine.loading import ModelInfo, ModelSpec, load_tokenizer, resolve_model
+from chunkqa.engine.results import GenerationConfig
+from chunkqa.errors import DoesNotFitError, UsageError
+from chunkqa.methods.spec import MethodSpec, Resolved, pretraining_length, resolve_method
 from chunkqa.prompt import PromptBuilder, Turn
-from chunkqa.results import GenerationConfig
+
+
+@dataclass(frozen=True)
+class Request:
+    """What to read and how to answer, every setting resolved: the common part of `ask` and `chat`."""
+
+    documents: tuple[Document, ...]
+    model: ModelSpec = field(default_factory=ModelSpec)
+    method: MethodSpec = field(default_factory=MethodSpec)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    template: str | None = None  # qa, summary, base or a file; None: by the tokenizer
+    system: str | None = None  # None: the default system prompt; "": none
+    max_context: int | None = None  # None: sized for this machine
+    truncate: str | None = None  # start, middle or end; None: refuse what does not fit
+    prefill_chunk: int = PREFILL_PIECE
+    cache: Any = None  # chunkqa.cache.CacheOptions; None: no disk cache
+    password: str | None = None  # re-opens encrypted PDFs when a chat re-reads them
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "documents", tuple(self.documents))
+        if not self.documents:
+            raise UsageError("no document given")
+        if self.prefill_chunk < 1:
+            raise UsageError(f"prefill_chunk must be at least 1, got {self.prefill_chunk}")
+        if self.max_context is not None and self.max_context < 1:
+            raise UsageError(f"max_context must be at least 1, got {self.max_context}")
 
 
 @dataclass(frozen=True)
 class Plan:
     """Everything decided before loading weights."""
 
-    spec: ModelSpec
-    dca_options: DCAOptions
-    config: Any  # the model's text config
-    dca: Any  # DCAConfig, or None without DCA
+    request: Request
+    model: ModelInfo
+    method: Resolved  # the method's resolved settings (DCAConfig), or None
+    pretraining_length: int  # P
     builder: PromptBuilder
-    documents: tuple[Document, ...]
     document_ids: tuple[int, ...]  # after any truncation
     document_tokens: int  # before truncation
     budget: TokenBudget
     memory: MemoryEstimate
-    device: Any
-    dtype: Any
 
     @property
-    def pretraining_length(self) -> int:
-        return self.dca.pretraining_length if self.dca else int(self.config.max_position_embeddings)
+    def documents(self) -> tuple[Document, ...]:
+        return self.request.documents
+
+    @property
+    def config(self) -> Any:
+        """The model's text config."""
+        return self.model.text_config
 
     @property
     def prompt_tokens(self) -> int:
@@ -71,103 +96,49 @@ class Plan:
 
 
 def make_plan(
-    documents: Sequence[Document],
+    request: Request,
     questions: Sequence[str],
-    spec: ModelSpec,
-    dca: DCAOptions,
-    template: str | None = None,
-    system: str | None = None,
-    max_new_tokens: int = 512,
-    max_context: int | None = None,
-    truncate: str | None = None,
+    *,
     strict: bool = True,
+    model: ModelInfo | None = None,
     tokenizer: Any = None,
+    weights_loaded: bool = False,
 ) -> Plan:
-    """Tokenize, check DCA settings, fit the document in the budget and estimate memory.
+    """Tokenize, resolve the method, fit the document in the budget and estimate memory.
 
     strict=True raises DoesNotFitError when tokens or memory do not fit; strict=False reports it.
+    `model` and `tokenizer` reuse what an earlier plan resolved (a chat switching documents);
+    `weights_loaded`: the weights already sit in memory, so free memory is not reduced by them again.
     """
-    import torch
-
-    config = load_config(spec)
-    dca_config = check_dca(config, dca)
-    text_config = config.get_text_config()
-    tokenizer = tokenizer or load_tokenizer(spec)
-    builder = PromptBuilder(tokenizer, template, system)
-    doc_ids = builder.encode_document(combine_documents(documents))
+    model = model or resolve_model(request.model)
+    method = resolve_method(request.method, model.config)
+    p = method.pretraining_length if method is not None else pretraining_length(model.config)
+    builder = PromptBuilder(tokenizer or load_tokenizer(model), request.template, request.system)
+    doc_ids = builder.encode_document(combine_documents(request.documents))
     framing = max(sum(len(part) for part in builder.frame([Turn(q)])) for q in questions)
-    device = pick_device(spec.device)
-    dtype = pick_dtype(spec.dtype, device)
-    dtype_bytes = torch.tensor([], dtype=dtype).element_size()
-    free = available_memory(device)
-    pretraining = dca_config.pretraining_length if dca_config else int(text_config.max_position_embeddings)
-    limit = max_context or default_max_context(text_config, dtype_bytes, free, dca.enabled, pretraining)
+    free = available_memory(model.device)
+    answer = request.generation.max_new_tokens
+    limit = request.max_context or default_max_context(
+        model.text_config, model.dtype_bytes, free, method is not None, p, weights_loaded=weights_loaded
+    )
     try:
         kept, budget = fit_document(
-            doc_ids, framing, max_new_tokens, limit, truncate, builder.encode(ELISION)
+            doc_ids, framing, answer, limit, request.truncate, builder.encode(ELISION)
         )
     except DoesNotFitError:
         if strict:
             raise
-        kept, budget = doc_ids, _over_budget(len(doc_ids), framing, max_new_tokens, limit)
-    memory = estimate_memory(text_config, budget.total, dtype_bytes, free)
-    plan = Plan(
-        spec,
-        dca,
-        text_config,
-        dca_config,
-        builder,
-        tuple(documents),
-        tuple(kept),
-        len(doc_ids),
-        budget,
-        memory,
-        device,
-        dtype,
-    )
+        kept, budget = doc_ids, TokenBudget(len(doc_ids), framing, answer, limit)
+    memory = estimate_memory(model.text_config, budget.total, model.dtype_bytes, free, weights_loaded)
+    plan = Plan(request, model, method, p, builder, tuple(kept), len(doc_ids), budget, memory)
     if strict and not memory.fits:
         raise DoesNotFitError(
             f"{budget.total:,} tokens need about {_gib(memory.total)} ({_gib(memory.weights)} weights, "
-            f"{_gib(memory.kv_cache)} KV cache) but {device} has {_gib(memory.available or 0)} free",
-            hint="lower --max-context or cut the document with --truncate; or use --dtype bfloat16 or a GPU",
+            f"{_gib(memory.kv_cache)} KV cache) but {model.device} has {_gib(memory.available or 0)} free",
+            hint="lower max_context or truncate the document; or use dtype bfloat16 or a GPU",
         )
     return plan
 
 
-def _over_budget(document: int, framing: int, answer: int, limit: int) -> TokenBudget:
-    return TokenBudget(document, framing, answer, limit)
-
-
 def _gib(n: int) -> str:
     return f"{n / 2**30:.1f} GiB"
-
-
-@dataclass(frozen=True)
-class Request:
-    """What to read and how to answer, options resolved (the common part of `ask` and `chat`)."""
-
-    documents: Sequence[Document]
-    spec: ModelSpec
-    dca: DCAOptions
-    generation: GenerationConfig
-    template: str | None = None
-    system: str | None = None
-    max_context: int | None = None
-    truncate: str | None = None
-    prefill_chunk: int = 4096
-    cache: Any = None  # doccache.CacheOptions; None: no disk cache
-
-    def plan(self, questions: Sequence[str], **kwargs: Any) -> Plan:
-        """make_plan for these documents and questions under this request's settings."""
-        return make_plan(
-            self.documents,
-            questions,
-            self.spec,
-            self.dca,
-            self.template,
-            self.system,
-            self.generation.max_new_tokens,
-            self.max_context,
-            self.truncate,
-            **kwargs,
-        )

@@ -1,27 +1,30 @@
 """Sessions: a document read once, many questions.
 
-The session keeps one KV cache and the token ids it holds. Each question's prompt shares the
+The session owns one KV cache and the token ids it holds. Each question's prompt shares the
 document prefix (and, in a conversation, the earlier turns) with what is cached: only the tokens
-past the longest common prefix are computed. The DCA logit scale is pinned to the document-prefix
-length, so every question about a document sees the same attention and a cached prefix is exact.
+past the longest common prefix are computed. The method's length-dependent settings (DCA's logit
+scale) are pinned to the document-prefix length, so every question about a document sees the same
+attention and a cached prefix is exact.
+
+A prefix store (the on-disk document cache, `chunkqa.cache.DocCache`) is consulted through three
+calls: `fetch(session, prompt)` before the prefix would be computed (it may call
+`session.load_prefix`), `keep(session, prompt)` right after it was (it may call
+`session.snapshot_prefix`), and `first_token_out()` once the answer has begun.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
-from chunkqa import graphs
-from chunkqa.budget import PREFILL_PIECE
-from chunkqa.generate import (
+from chunkqa.engine import cuda_graphs as graphs
+from chunkqa.engine.cuda_graphs import DecodeGraph
+from chunkqa.engine.generate import (
     Clock,
-    GenerationConfig,
     Progress,
-    Stats,
-    Step,
     TextStream,
     decode_tokens,
     peak_memory,
@@ -29,12 +32,20 @@ from chunkqa.generate import (
     reset_peak_memory,
     stop_token_ids,
 )
-from chunkqa.graphs import DecodeGraph
-from chunkqa.kvcache import new_cache
-from chunkqa.model import LoadedModel, load_model
+from chunkqa.engine.kvcache import new_cache
+from chunkqa.engine.loading import LoadedModel, load_model
+from chunkqa.engine.results import PREFILL_PIECE, GenerationConfig, Stats, Step
 from chunkqa.prompt import PromptBuilder, PromptTokens, Turn
 
-PrefixHook = Callable[["Session", PromptTokens], None]  # called before the prefix is computed / after
+
+class PrefixStore(Protocol):
+    """Somewhere a document prefix's KV cache can come from and go to (chunkqa.cache.DocCache)."""
+
+    def fetch(self, session: Session, prompt: PromptTokens) -> None: ...
+
+    def keep(self, session: Session, prompt: PromptTokens) -> None: ...
+
+    def first_token_out(self) -> None: ...
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -62,7 +73,9 @@ class Session:
         loaded: LoadedModel,
         builder: PromptBuilder,
         document_ids: Sequence[int],
+        *,
         piece: int = PREFILL_PIECE,
+        store: PrefixStore | None = None,
     ) -> None:
         self.loaded = loaded
         self.builder = builder
@@ -77,11 +90,7 @@ class Session:
             self.decoder = DecodeGraph(loaded.model, self.cache, loaded.handle, capture=capture)
         self.cache_ids: list[int] = []
         self.stop_ids = stop_token_ids(loaded.model, loaded.tokenizer)
-        self.before_prefix: PrefixHook | None = None  # e.g. load the prefix from a document cache
-        self.after_prefix: PrefixHook | None = None  # e.g. save the freshly computed prefix
-        # called when an answer's first token is out (or the answer ended without one): work that
-        # would compete with computing the first token (the document-cache write) waits for it
-        self.after_first_token: Callable[[], None] | None = None
+        self.store = store
         self.last_stats: Stats | None = None
 
     def prompt(self, question: str, history: bool) -> PromptTokens:
@@ -145,8 +154,28 @@ class Session:
         yield Step(-1, "", self.last_stats)
 
     def _first_token_out(self) -> None:
-        if self.after_first_token is not None:
-            self.after_first_token()
+        """Work that would compete with the first token (a document-cache write) may start now."""
+        if self.store is not None:
+            self.store.first_token_out()
+
+    # -- the prefix, for a prefix store ---------------------------------------------------------------
+    def load_prefix(self, ids: Sequence[int], layers: list[Any]) -> None:
+        """Make the cache hold `layers` ([(keys, values)] per layer, each [B, Hkv, n, D]) for `ids`.
+
+        The list is emptied as it is consumed, so each layer's loaded copy is freed once cached.
+        """
+        if len(layers) != len(self.cache.layers):
+            raise ValueError(f"{len(layers)} layers given for a cache of {len(self.cache.layers)}")
+        trim_cache(self.cache, 0)
+        for i in range(len(layers)):
+            keys, values = layers[i]
+            layers[i] = None
+            self.cache.update(keys, values, i)
+        self.cache_ids = list(ids)
+
+    def snapshot_prefix(self) -> list[tuple[Any, Any]]:
+        """Every layer's cached keys and values as they are now, kept so while someone reads them."""
+        return [layer.share() for layer in self.cache.layers]
 
     def _scale(self, prompt: PromptTokens):
         """Pin the DCA logit scale to the document-prefix length for everything in this session."""
@@ -159,8 +188,8 @@ class Session:
         reused = min(common_prefix(self.cache_ids, ids), len(ids) - 1)  # at least one token for the logits
         trim_cache(self.cache, reused)
         self.cache_ids = self.cache_ids[:reused]
-        if reused < len(prompt.prefix) and self.before_prefix is not None:
-            self.before_prefix(self, prompt)  # may fill the cache with the prefix
+        if reused < len(prompt.prefix) and self.store is not None:
+            self.store.fetch(self, prompt)  # may load the prefix
             reused = len(self.cache_ids)
         base = reused
 
@@ -172,10 +201,10 @@ class Session:
             self.cache_ids = ids[: base + done]
 
         try:
-            if reused < len(prompt.prefix) and self.after_prefix is not None:
+            if reused < len(prompt.prefix) and self.store is not None:
                 prefix = ids[base : len(prompt.prefix)]
                 prefill(self.loaded.model, prefix, self.cache, self.piece, progress, mark)
-                self.after_prefix(self, prompt)
+                self.store.keep(self, prompt)
                 base = len(prompt.prefix)
             logits = prefill(self.loaded.model, ids[base:], self.cache, self.piece, progress, mark)
         except KeyboardInterrupt:  # layers may disagree mid-forward: keep only completed pieces
@@ -203,10 +232,17 @@ class Session:
         return text, self.last_stats
 
 
-def open_session(plan: Any, piece: int = PREFILL_PIECE, parallel: Any = None) -> Session:
+def open_session(plan: Any, *, parallel: Any = None, store: PrefixStore | None = None) -> Session:
     """Load the planned model (reusing the plan's tokenizer) and start a session on its document.
 
-    With `parallel` (chunkqa.tp.Parallel) the model is sharded over the tensor-parallel group.
+    With `parallel` (chunkqa.engine.parallel.Parallel) the model is sharded over the tensor-parallel
+    group. `store`: a prefix store (chunkqa.cache.DocCache) to load the document from and save it to.
     """
-    loaded = load_model(plan.spec, plan.dca_options, tokenizer=plan.builder.tokenizer, parallel=parallel)
-    return Session(loaded, plan.builder, plan.document_ids, piece)
+    loaded = load_model(
+        plan.model,
+        method=plan.method,
+        kernel=plan.request.method.kernel,
+        tokenizer=plan.builder.tokenizer,
+        parallel=parallel,
+    )
+    return Session(loaded, plan.builder, plan.document_ids, piece=plan.request.prefill_chunk, store=store)

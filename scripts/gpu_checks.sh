@@ -24,8 +24,8 @@ step() {
   echo "$name rc=$rc $((SECONDS - t0))s" | tee -a "$OUT/steps.txt"
 }
 
-step gpu_suite python3 -m pytest -q -m gpu -s -p no:cacheprovider tests/test_dca_gpu.py tests/test_kvstream.py tests/test_graphs.py tests/test_dca_masked.py
-step tp_gpu python3 -m pytest -q -m gpu -s -p no:cacheprovider tests/test_tp_gpu.py
+step gpu_suite python3 -m pytest -q -m gpu -s -p no:cacheprovider tests/methods/dca/test_gpu.py tests/cache/test_stream.py tests/engine/test_cuda_graphs.py tests/methods/dca/test_masked.py
+step tp_gpu python3 -m pytest -q -m gpu -s -p no:cacheprovider tests/engine/test_parallel_gpu.py
 step dca_attention python3 benchmarks/dca_attention.py --device cuda --out "$OUT"
 step prefill python3 benchmarks/prefill.py --device cuda --out "$OUT"
 step decode python3 benchmarks/decode.py --device cuda --out "$OUT"

@@ -1,13 +1,43 @@
-"""Shared fixtures: tiny random models of every supported family, saved once per test session."""
+"""Shared fixtures: a clean environment for every test, and tiny random models saved once per session.
+
+Every test runs with no CHUNKQA_* variable set, its own empty config, cache and state folders
+(XDG_CONFIG_HOME, XDG_CACHE_HOME, XDG_STATE_HOME under its tmp_path) and the hub offline, so no
+test reads the user's config or writes to the real ~/.cache/chunkqa. Child processes inherit it.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+
+@dataclass(frozen=True)
+class CleanEnv:
+    """The folders a test's chunkqa sees."""
+
+    config: Path  # the config file chunkqa would read (absent unless a test writes it)
+    cache: Path  # the document cache folder
+    state: Path  # chat history lives under it
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch, tmp_path_factory) -> CleanEnv:
+    home = tmp_path_factory.mktemp("home")
+    for name in list(os.environ):
+        if name.startswith("CHUNKQA_") or name == "NO_COLOR":
+            monkeypatch.delenv(name)
+    for name in ("CONFIG", "CACHE", "STATE"):
+        monkeypatch.setenv(f"XDG_{name}_HOME", str(home / name.lower()))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return CleanEnv(
+        home / "config" / "chunkqa" / "config.toml", home / "cache" / "chunkqa" / "kv", home / "state"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """An independent float64 reference for DCA, written from the formulas in the DCA issue.
 
-O(L^2), explicit per-pair relative positions; shares no code with chunkqa.dca. For query i and key
+O(L^2), explicit per-pair relative positions; shares no code with chunkqa.methods.dca. For query i and key
 j <= i with s = c - w: key position j mod s; query position i mod s (same chunk),
 min(i mod s + s, c) (previous chunk) or c (older chunks); one softmax over all keys.
 """
@@ -112,3 +112,21 @@ def reference_attention_forward(module, rotary, chunk_size: int, local_window: i
         return module.o_proj(out), None
 
     return forward
+
+
+def attention_modules(model):
+    return [m for m in model.modules() if hasattr(m, "q_proj") and hasattr(m, "layer_idx")]
+
+
+@torch.no_grad()
+def reference_logits(model, ids, chunk_size: int, local_window: int, factor: float) -> torch.Tensor:
+    """Logits with every attention module replaced by the float64 reference (no cache)."""
+    rotary = model.base_model.rotary_emb
+    modules = attention_modules(model)
+    for module in modules:
+        module.forward = reference_attention_forward(module, rotary, chunk_size, local_window, factor)
+    try:
+        return model(ids, use_cache=False).logits
+    finally:
+        for module in modules:
+            del module.forward

@@ -38,7 +38,7 @@ def test_over_the_limit_without_policy_raises_with_the_numbers():
         fit_document(list(range(1000)), framing=10, answer=20, limit=500, policy=None)
     assert info.value.exit_code == 3
     assert "1,030 tokens" in info.value.message and "500" in info.value.message
-    assert "--truncate" in info.value.hint
+    assert "`truncate`" in info.value.hint and "`max_context`" in info.value.hint
 
 
 @pytest.mark.parametrize(
@@ -59,7 +59,7 @@ def test_truncation_policies(policy, expected):
 
 def test_truncate_helper_and_bad_policy():
     assert truncate([1, 2, 3, 4], 2, "start", []) == [3, 4]
-    with pytest.raises(UsageError, match="unknown truncation policy"):
+    with pytest.raises(UsageError, match="unknown `truncate` policy"):
         fit_document([1], 1, 1, 10, "left")
     with pytest.raises(DoesNotFitError):  # no room at all for the document
         fit_document([1, 2], framing=50, answer=60, limit=100, policy="end")

@@ -20,7 +20,8 @@ def test_wheel_contents(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for prompt in ("qa", "summary", "base", "system"):
         assert f"chunkqa/prompts/{prompt}.txt" in names
-    assert "chunkqa/dca/patch.py" in names and "chunkqa/evals/__init__.py" in names
+    modules = {str(p.relative_to(ROOT)) for p in (ROOT / "chunkqa").rglob("*.py")}
+    assert modules <= names, f"missing from the wheel: {sorted(modules - names)}"  # every subpackage
     shipped = {p.name for p in (ROOT / "chunkqa" / "assets" / "tiny").iterdir() if p.is_file()}
     assert {"config.json", "model.safetensors"} <= shipped
     assert {f"chunkqa/assets/tiny/{name}" for name in shipped} <= names

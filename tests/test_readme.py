@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.main import get_command
 
-from chunkqa.cli import app
+from chunkqa.cli.app import app
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

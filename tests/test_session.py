@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_models import load_with_method
 
-from chunkqa.model import DCAOptions, ModelSpec, load_model
+from chunkqa.engine.results import GenerationConfig
 from chunkqa.prompt import PromptBuilder
-from chunkqa.results import GenerationConfig
 from chunkqa.session import Session, common_prefix, trim_cache
 
 DOC = "It was the best of times, it was the worst of times, it was the age of wisdom. " * 12
@@ -16,7 +16,7 @@ GREEDY = GenerationConfig(max_new_tokens=8)
 
 @pytest.fixture(scope="module")
 def loaded(cli_models):
-    return load_model(ModelSpec(str(cli_models["qwen2"])), DCAOptions())
+    return load_with_method(cli_models["qwen2"])
 
 
 def new_session(loaded, piece: int = 64) -> Session:
@@ -109,7 +109,7 @@ def test_reset_and_trim(loaded):
 def test_graph_decoder_steps_in_a_session_give_the_same_answers(loaded, monkeypatch):
     """The CUDA-graph decoder's fixed-shape step (run eagerly off CUDA) inside a Session: the same
     tokens as ordinary decoding, through follow-ups, an abandoned answer and a rollback."""
-    from chunkqa import graphs
+    from chunkqa.engine import cuda_graphs as graphs
 
     plain = new_session(loaded)
     monkeypatch.setattr(graphs, "graphs_wanted", lambda loaded: True)

@@ -138,3 +138,20 @@ def save_cli_model(kind: str, directory: Path, seed: int = 0) -> Path:
     model = AutoModelForCausalLM.from_config(config)
     model.save_pretrained(path)
     return path
+
+
+FAMILIES = list(family_configs())
+
+
+def tokens(length: int, seed: int = 0, batch: int = 1) -> torch.Tensor:
+    """Random token ids [batch, length] (no special ids), reproducible by seed."""
+    return torch.randint(3, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def load_with_method(path, method: str = "dca", **settings):
+    """A chunkqa LoadedModel of a saved tiny model, with a method (and its settings) applied."""
+    from chunkqa.engine.loading import ModelSpec, load_model, resolve_model
+    from chunkqa.methods.spec import MethodSpec, resolve_method
+
+    info = resolve_model(ModelSpec(str(path)))
+    return load_model(info, method=resolve_method(MethodSpec(method, **settings), info.config))

@@ -14,8 +14,8 @@ import torch
 from transformers import AutoModelForCausalLM, DynamicCache
 
 from chunkqa import apply_dca
-from chunkqa.cachearg import cache_kwargs
-from chunkqa.tp import init_parallel, shard
+from chunkqa.engine.forward import cache_kwargs
+from chunkqa.engine.parallel import init_parallel, shard
 
 
 def dca_logits(model, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

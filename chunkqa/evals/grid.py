@@ -103,7 +103,7 @@ class Setting:
 
 def parse_scales(text: str | None) -> list[str | float]:
     """'1,auto,auto:0.1' -> [1.0, 'auto', 'auto:0.1'] (each checked like --logit-scale)."""
-    from chunkqa.dca.config import parse_logit_scale
+    from chunkqa.methods.dca.config import parse_logit_scale
 
     scales: list[str | float] = []
     for item in str(text or "auto").split(","):

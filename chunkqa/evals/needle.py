@@ -179,7 +179,7 @@ class NeedleEval:
     @staticmethod
     def score_cell(run: Any, cell: Any, tick: Any) -> dict[str, Any]:
         """Accuracy of one (length, depth) cell, each question asked through a chunkqa Session."""
-        from chunkqa.results import GenerationConfig
+        from chunkqa.engine.results import GenerationConfig
         from chunkqa.session import Session
 
         builder = prompt_builder(run.tokenizer)

@@ -20,7 +20,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-from chunkqa.cachearg import cache_kwargs
+from chunkqa.engine.forward import cache_kwargs
 from chunkqa.errors import UsageError
 
 LOGITS_BUDGET = 1 << 26  # floats of [piece, vocab] logits kept at once (256 MiB in float32)

@@ -30,43 +30,46 @@ class Cell:
 
 
 def load_once(spec: Any, base: Any, settings: Sequence[Setting]) -> Any:
-    """Check every DCA setting against the model's config, then load the weights once, without DCA."""
-    from chunkqa.model import check_dca, load_config, load_model
+    """Check every setting against the model's config, then load the weights once, with no method.
 
-    config = load_config(spec)
+    spec: chunkqa.engine.loading.ModelSpec; base: chunkqa.methods.spec.MethodSpec (the settings every
+    run shares; each Setting picks the method and its logit scale).
+    """
+    from chunkqa.engine.loading import load_model, resolve_model
+    from chunkqa.methods.spec import resolve_method
+
+    info = resolve_model(spec)
     for setting in settings:
-        if setting.dca:
-            check_dca(config, replace(base, enabled=True, logit_scale=setting.logit_scale))
-    return load_model(spec, replace(base, enabled=False))
+        resolve_method(method_for(base, setting), info.config)
+    return load_model(info)
+
+
+def method_for(base: Any, setting: Setting) -> Any:
+    """The MethodSpec one setting runs: the base settings, with this setting's method and scale."""
+    if not setting.dca:
+        return replace(base, name="none")
+    return replace(base, name="dca", logit_scale=setting.logit_scale)
 
 
 def pretraining_length(loaded: Any, base: Any) -> int:
-    """P: --pretraining-length when given, else what the model's config implies (as DCA reads it)."""
-    from chunkqa.dca.config import default_settings
+    """P: the base settings' override when given, else what the model's config implies."""
+    from chunkqa.methods.spec import pretraining_length as configured
 
-    return base.pretraining_length or default_settings(loaded.model.config)[0]
+    return configured(loaded.model.config, base.pretraining_length)
 
 
 @contextmanager
 def applied(loaded: Any, base: Any, setting: Setting) -> Iterator[Any]:
-    """The loaded model as this setting runs it; DCA is removed again on the way out."""
-    if not setting.dca:
-        yield replace(loaded, handle=None)
-        return
-    from chunkqa.dca import apply_dca
+    """The loaded model as this setting runs it; the method is removed again on the way out."""
+    from chunkqa.methods.spec import apply_method, resolve_method
 
-    handle = apply_dca(
-        loaded.model,
-        base.pretraining_length,
-        base.chunk_size,
-        base.local_window,
-        setting.logit_scale,
-        base.kernel,
-    )
+    spec = method_for(base, setting)
+    handle = apply_method(loaded.model, resolve_method(spec, loaded.model.config), kernel=base.kernel)
     try:
         yield replace(loaded, handle=handle)
     finally:
-        handle.remove()
+        if handle is not None:
+            handle.remove()
 
 
 def logit_scale_pinned(loaded: Any, length: int) -> Any:
@@ -78,9 +81,8 @@ def greedy(loaded: Any, ids: Sequence[int], max_new_tokens: int) -> list[int]:
     """Greedy tokens after a prompt (stop tokens included), the prompt prefilled in pieces."""
     from transformers import DynamicCache
 
-    from chunkqa.budget import PREFILL_PIECE
-    from chunkqa.generate import decode_tokens, prefill, stop_token_ids
-    from chunkqa.results import GenerationConfig
+    from chunkqa.engine.generate import decode_tokens, prefill, stop_token_ids
+    from chunkqa.engine.results import PREFILL_PIECE, GenerationConfig
 
     cache = DynamicCache(config=loaded.model.config)
     config = GenerationConfig(max_new_tokens=max_new_tokens)

@@ -1,0 +1,180 @@
+"""`chunkqa ask`: documents and a question in; banner, streamed answer and stats (or JSON) out.
+
+The work is done by the library (make_plan, open_session, Session.ask); this module turns options
+into a Request, decides what is shown where, and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+import typer
+
+from chunkqa.cli.common import read_documents, run
+from chunkqa.cli.console import Console, stats_line, stdout_to_stderr
+from chunkqa.cli.options import (
+    CacheFlags,
+    GenerationOptions,
+    Json,
+    MethodOptions,
+    ModelOptions,
+    OutputOptions,
+    Password,
+    PromptOptions,
+    Questions,
+    Tp,
+    options,
+)
+from chunkqa.cli.settings import Settings
+from chunkqa.errors import UsageError
+
+Arguments = Annotated[
+    list[str],
+    typer.Argument(help="Documents (paths, or - for stdin), then the question.", show_default=False),
+]
+
+
+@options(
+    model=ModelOptions,
+    method=MethodOptions,
+    prompt=PromptOptions,
+    generation=GenerationOptions,
+    cache=CacheFlags,
+    output=OutputOptions,
+)
+def ask(
+    args: Arguments,
+    question: Questions = None,
+    password: Password = None,
+    json_output: Json = False,
+    tp: Tp = None,
+    *,
+    model: ModelOptions,
+    method: MethodOptions,
+    prompt: PromptOptions,
+    generation: GenerationOptions,
+    cache: CacheFlags,
+    output: OutputOptions,
+) -> None:
+    """Answer a question about one or more documents; the answer streams to stdout."""
+
+    def body(console: Console, settings: Settings) -> int:
+        from chunkqa.engine.parallel import share_call
+
+        sources, questions = split_args(args, question)
+        parallel = _parallel(tp)
+        documents = share_call(lambda: read_documents(sources, password), parallel)  # stdin: rank 0 only
+        if parallel is not None and not parallel.leader:
+            console = Console.silent()  # rank 0 prints; the others compute in lockstep
+        request = settings.request(
+            documents,
+            model=model,
+            method=method,
+            prompt=prompt,
+            generation=generation,
+            cache=None if parallel else cache,
+            password=password,
+        )
+        return run_ask(request, questions, console, json_output=json_output, parallel=parallel)
+
+    run(output, body)
+
+
+def split_args(args: list[str], questions: list[str] | None) -> tuple[list[str], list[str]]:
+    if questions:
+        if not args:
+            raise UsageError("no document given", hint="chunkqa ask paper.pdf -q 'question' (or - for stdin)")
+        return args, questions
+    if len(args) < 2:
+        raise UsageError(
+            "give at least one document and a question",
+            hint="chunkqa ask paper.pdf 'What is the main result?'",
+        )
+    return args[:-1], [args[-1]]
+
+
+def _parallel(tp: int | None) -> Any:
+    """Join the tensor-parallel group when --tp > 1 (see chunkqa.engine.parallel)."""
+    if tp is None or tp == 1:
+        return None
+    if tp < 1:
+        raise UsageError(f"`tp` must be at least 1, got {tp}")
+    from chunkqa.engine.parallel import init_parallel
+
+    with stdout_to_stderr():
+        return init_parallel(tp)
+
+
+def run_ask(
+    request: Any,
+    questions: Sequence[str],
+    console: Console,
+    *,
+    json_output: bool = False,
+    parallel: Any = None,
+) -> int:
+    from chunkqa.cli.report import answer_record, banner_lines
+    from chunkqa.plan import make_plan
+    from chunkqa.session import open_session
+
+    plan = make_plan(request, questions)
+    for line in banner_lines(plan):
+        console.info(line)
+    if plan.method is None and plan.budget.total > plan.pretraining_length:
+        console.warn(
+            "the context is longer than the model's pretraining length and DCA is off: expect poor answers"
+        )
+    store = doc_cache(request.cache, plan)  # before the weights load: it may pin its buffers meanwhile
+    with stdout_to_stderr():
+        session = open_session(plan, parallel=parallel, store=store)
+    try:
+        for index, question in enumerate(questions):
+            if index and not json_output:
+                console.answer_piece("\n")
+            text, stats = stream_answer(session, question, request.generation, console, echo=not json_output)
+            report_cache(store, console)
+            if json_output:
+                prefix = len(session.prompt(question, history=False).prefix)
+                console.json(answer_record(question, text, plan, session.loaded, stats, prefix))
+            else:
+                console.info(stats_line(stats))
+    finally:
+        report_cache(store, console, wait=True)  # a save still being written finishes first
+    return 0
+
+
+def doc_cache(options: Any, plan: Any) -> Any:
+    """The on-disk document cache (prepared for the plan's device), or None when it is off."""
+    if options is None:
+        return None
+    from chunkqa.cache import DocCache
+
+    label = {"model": plan.model.spec.name, "documents": [d.name for d in plan.documents]}
+    return DocCache(options, label).prepare(plan.model.device, plan.builder.tokenizer)
+
+
+def report_cache(cache: Any, console: Console, wait: bool = False) -> None:
+    """Cache hits and saves as info lines; rejected entries and failed saves as warnings."""
+    for event in (cache.wait() if wait else cache.events()) if cache is not None else ():
+        (console.warn if event.kind in ("corrupt", "failed") else console.info)(event.message)
+
+
+def stream_answer(
+    session: Any, question: str, config: Any, console: Console, *, echo: bool, history: bool = False
+) -> tuple[str, Any]:
+    """Prefill (with a progress bar on a terminal), then stream the answer to stdout when `echo`."""
+    text = ""
+    with console.progress("reading", 0) as update:
+        steps = session.ask(question, config, history=history, on_progress=update)
+        step = next(steps)
+    try:
+        while step.stats is None:
+            text += step.text
+            if echo:
+                console.answer_piece(step.text)
+            step = next(steps)
+    finally:
+        if echo and text:
+            console.end_answer()
+    return text, step.stats

@@ -1,0 +1,56 @@
+"""`chunkqa inspect`: what the documents hold and whether a question about them fits. No weights load."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from chunkqa.cli.common import read_documents, run
+from chunkqa.cli.console import Console
+from chunkqa.cli.options import (
+    Json,
+    MethodOptions,
+    ModelOptions,
+    Password,
+    PromptOptions,
+    TerminalOptions,
+    options,
+)
+from chunkqa.cli.settings import Settings
+from chunkqa.errors import EXIT_DOES_NOT_FIT
+
+Question = Annotated[str, typer.Option("-q", "--question", help="A question, to count its tokens too.")]
+
+
+@options(model=ModelOptions, method=MethodOptions, prompt=PromptOptions, output=TerminalOptions)
+def inspect(
+    documents: Annotated[
+        list[str], typer.Argument(help="Documents (paths, or - for stdin).", show_default=False)
+    ],
+    question: Question = "What is the main result?",
+    password: Password = None,
+    json_output: Json = False,
+    *,
+    model: ModelOptions,
+    method: MethodOptions,
+    prompt: PromptOptions,
+    output: TerminalOptions,
+) -> None:
+    """Pages, characters, tokens, DCA settings and memory: does it fit? No weights are loaded."""
+
+    def body(console: Console, settings: Settings) -> int:
+        from chunkqa.cli.report import inspect_lines, inspect_record
+        from chunkqa.plan import make_plan
+
+        docs = read_documents(documents, password)
+        request = settings.request(docs, model=model, method=method, prompt=prompt)
+        plan = make_plan(request, [question], strict=False)
+        if json_output:
+            console.json(inspect_record(plan))
+        else:
+            for line in inspect_lines(plan):
+                console.info(line)
+        return 0 if plan.fits else EXIT_DOES_NOT_FIT
+
+    run(output, body)

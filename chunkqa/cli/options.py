@@ -1,0 +1,278 @@
+"""chunkqa's command-line options, in groups: each group a frozen dataclass whose fields are options.
+
+A command names the groups it takes (`@options(model=ModelOptions, ...)`) instead of repeating
+their parameters; Typer sees every field as an option (flag, CHUNKQA_* twin, help), and the command
+receives one filled dataclass per group. Defaults are None: chunkqa.cli.settings fills what is unset
+from the config file and the built-in defaults.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Annotated, Any, get_type_hints
+
+import typer
+
+# -- model ---------------------------------------------------------------------------------------
+Model = Annotated[
+    str | None,
+    typer.Option(
+        "-m",
+        "--model",
+        envvar="CHUNKQA_MODEL",
+        help="Hub id, local directory, or 'tiny' (bundled demo model).",
+    ),
+]
+Revision = Annotated[str | None, typer.Option("--revision", envvar="CHUNKQA_REVISION", help="Hub revision.")]
+Dtype = Annotated[
+    str | None,
+    typer.Option(
+        "--dtype", envvar="CHUNKQA_DTYPE", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16."
+    ),
+]
+Device = Annotated[
+    str | None, typer.Option("--device", envvar="CHUNKQA_DEVICE", help="auto, cpu, cuda, cuda:N.")
+]
+TrustRemoteCode = Annotated[
+    bool, typer.Option("--trust-remote-code", help="Run model code from the hub (off).")
+]
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Which model, and where it runs."""
+
+    model: Model = None
+    revision: Revision = None
+    dtype: Dtype = None
+    device: Device = None
+    trust_remote_code: TrustRemoteCode = False
+
+
+# -- the context-extension method ----------------------------------------------------------------
+PretrainingLength = Annotated[
+    int | None,
+    typer.Option(
+        "--pretraining-length",
+        envvar="CHUNKQA_PRETRAINING_LENGTH",
+        help="P; default: the model config's max_position_embeddings.",
+    ),
+]
+ChunkSize = Annotated[
+    int | None,
+    typer.Option("--chunk-size", envvar="CHUNKQA_CHUNK_SIZE", help="DCA chunk size c; default 3P/4."),
+]
+LocalWindow = Annotated[
+    int | None,
+    typer.Option("--local-window", envvar="CHUNKQA_LOCAL_WINDOW", help="DCA local window w; default P/8."),
+]
+LogitScale = Annotated[
+    str | None,
+    typer.Option(
+        "--logit-scale",
+        envvar="CHUNKQA_LOGIT_SCALE",
+        help="auto (x(0.05 ln(L/P)+1)^2 past P), auto:<coef>, or a number (1 = off).",
+    ),
+]
+NoDca = Annotated[bool, typer.Option("--no-dca", help="Run the model as it is, without DCA.")]
+Kernel = Annotated[
+    str | None, typer.Option("--kernel", envvar="CHUNKQA_KERNEL", help="DCA attention kernel.", hidden=True)
+]
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    """How the context is extended (DCA's settings)."""
+
+    pretraining_length: PretrainingLength = None
+    chunk_size: ChunkSize = None
+    local_window: LocalWindow = None
+    logit_scale: LogitScale = None
+    no_dca: NoDca = False
+    kernel: Kernel = None
+
+
+# -- the prompt and its budget --------------------------------------------------------------------
+MaxNewTokens = Annotated[
+    int | None,
+    typer.Option(
+        "--max-new-tokens", envvar="CHUNKQA_MAX_NEW_TOKENS", help="Longest answer, in tokens [512]."
+    ),
+]
+System = Annotated[
+    str | None,
+    typer.Option(
+        "--system",
+        envvar="CHUNKQA_SYSTEM",
+        help="System prompt ('' for none); default prompts/system.txt for instruct models.",
+    ),
+]
+Template = Annotated[
+    str | None,
+    typer.Option(
+        "--template",
+        envvar="CHUNKQA_TEMPLATE",
+        help="qa, summary, base, or a file with {document} and {question}.",
+    ),
+]
+MaxContext = Annotated[
+    int | None,
+    typer.Option(
+        "--max-context",
+        envvar="CHUNKQA_MAX_CONTEXT",
+        help="Token limit for document + prompt + answer [sized for this machine].",
+    ),
+]
+Truncate = Annotated[
+    str | None,
+    typer.Option(
+        "--truncate", help="Over the limit, cut the document's start, middle or end instead of failing."
+    ),
+]
+Password = Annotated[
+    str | None,
+    typer.Option("--password", envvar="CHUNKQA_PDF_PASSWORD", help="Password of an encrypted PDF."),
+]
+
+
+@dataclass(frozen=True)
+class PromptOptions:
+    """What the model is asked, and how much of the document fits."""
+
+    max_new_tokens: MaxNewTokens = None
+    system: System = None
+    template: Template = None
+    max_context: MaxContext = None
+    truncate: Truncate = None
+
+
+# -- generation ----------------------------------------------------------------------------------
+Temperature = Annotated[
+    float | None, typer.Option("--temperature", envvar="CHUNKQA_TEMPERATURE", help="0 = greedy [0].")
+]
+TopP = Annotated[
+    float | None, typer.Option("--top-p", envvar="CHUNKQA_TOP_P", help="Nucleus sampling mass [1].")
+]
+Seed = Annotated[int | None, typer.Option("--seed", envvar="CHUNKQA_SEED", help="Sampling seed.")]
+PrefillChunk = Annotated[
+    int | None,
+    typer.Option("--prefill-chunk", envvar="CHUNKQA_PREFILL_CHUNK", help="Tokens per prefill step [4096]."),
+]
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """How tokens are computed and picked."""
+
+    temperature: Temperature = None
+    top_p: TopP = None
+    seed: Seed = None
+    prefill_chunk: PrefillChunk = None
+
+
+# -- the document cache --------------------------------------------------------------------------
+NoCache = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the on-disk document cache.")]
+CacheMinTokens = Annotated[
+    int | None,
+    typer.Option(
+        "--cache-min-tokens",
+        envvar="CHUNKQA_CACHE_MIN_TOKENS",
+        help="Keep a document's KV cache on disk from this many prefix tokens [2048].",
+    ),
+]
+CacheDir = Annotated[
+    str | None,
+    typer.Option(
+        "--cache-dir",
+        envvar="CHUNKQA_CACHE_DIR",
+        help="Document cache folder [$XDG_CACHE_HOME/chunkqa/kv].",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class CacheFlags:
+    """The on-disk document cache, for commands that read documents."""
+
+    no_cache: NoCache = False
+    cache_min_tokens: CacheMinTokens = None
+
+
+# -- output --------------------------------------------------------------------------------------
+Color = Annotated[str | None, typer.Option("--color", envvar="CHUNKQA_COLOR", help="auto, always or never.")]
+Quiet = Annotated[bool, typer.Option("--quiet", help="Print only the answer.")]
+Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON object per answer instead of text.")]
+Questions = Annotated[list[str] | None, typer.Option("-q", "--question", help="A question (repeatable).")]
+Tp = Annotated[
+    int | None,
+    typer.Option(
+        "--tp",
+        envvar="CHUNKQA_TP",
+        help="Shard the model over N processes with DeepSpeed (tp extra); launch with torchrun.",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """Where and how output is shown."""
+
+    quiet: Quiet = False
+    color: Color = None
+    debug: Debug = False
+
+
+@dataclass(frozen=True)
+class TerminalOptions:
+    """Output options of commands that print no answer: colour and tracebacks."""
+
+    color: Color = None
+    debug: Debug = False
+
+    @property
+    def quiet(self) -> bool:
+        return False
+
+
+def options(**groups: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a command the options of each group; it receives one dataclass per group, by keyword.
+
+    `@options(model=ModelOptions)` on `def ask(args, *, model: ModelOptions)`: Typer sees --model,
+    --dtype, ... as parameters of `ask`, and `ask` gets `model=ModelOptions(...)`.
+    """
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(command)
+        hints = get_type_hints(command, include_extras=True)
+        own = [
+            p.replace(annotation=hints.get(p.name, p.annotation))
+            for p in signature.parameters.values()
+            if p.name not in groups
+        ]
+        flat = [*own, *(_fields_as_parameters(cls) for cls in groups.values())]
+        parameters = [p for item in flat for p in (item if isinstance(item, list) else [item])]
+
+        @functools.wraps(command)
+        def wrapper(**values: Any) -> Any:
+            for name, cls in groups.items():
+                values[name] = cls(**{f.name: values.pop(f.name) for f in fields(cls)})
+            return command(**values)
+
+        del wrapper.__wrapped__  # Typer must read the new signature, not the command's
+        wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+        return wrapper
+
+    return decorate
+
+
+def _fields_as_parameters(cls: type) -> list[inspect.Parameter]:
+    hints = get_type_hints(cls, include_extras=True)
+    return [
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=hints[f.name])
+        for f in fields(cls)
+    ]

@@ -1,0 +1,205 @@
+"""User settings, resolved once: flag > environment (CHUNKQA_*) > config file > built-in default.
+
+Typer fills a flag from its CHUNKQA_* twin; what is still unset comes from the config file
+($CHUNKQA_CONFIG, else $XDG_CONFIG_HOME/chunkqa/config.toml, else ~/.config/chunkqa/config.toml),
+then from DEFAULTS. The option groups of a command become the frozen objects the library takes
+(ModelSpec, MethodSpec, GenerationConfig, CacheOptions, Request) here, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from chunkqa.errors import UsageError
+
+DEFAULTS: dict[str, Any] = {
+    "model": "HuggingFaceTB/SmolLM2-1.7B-Instruct",
+    "revision": None,
+    "dtype": "auto",
+    "device": "auto",
+    "max_new_tokens": 512,
+    "temperature": 0.0,
+    "top_p": 1.0,
+    "seed": None,
+    "max_context": None,
+    "prefill_chunk": 4096,
+    "template": None,
+    "system": None,
+    "pretraining_length": None,
+    "chunk_size": None,
+    "local_window": None,
+    "logit_scale": "auto",
+    "kernel": "auto",
+    "color": "auto",
+    "cache_dir": None,
+    "cache_size": "20GiB",
+}
+TYPES: dict[str, type | tuple[type, ...]] = {
+    "max_new_tokens": int,
+    "temperature": (int, float),
+    "top_p": (int, float),
+    "seed": int,
+    "max_context": int,
+    "prefill_chunk": int,
+    "pretraining_length": int,
+    "chunk_size": int,
+    "local_window": int,
+    "logit_scale": (str, int, float),
+    "cache_size": (str, int),
+}
+
+
+def config_path() -> Path:
+    if os.environ.get("CHUNKQA_CONFIG"):
+        return Path(os.environ["CHUNKQA_CONFIG"]).expanduser()
+    base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return base / "chunkqa" / "config.toml"
+
+
+def read_config_file(path: Path | None = None) -> dict[str, Any]:
+    """The config file's settings ({} when there is none), checked against the known keys and types.
+
+    A file named by $CHUNKQA_CONFIG must exist: a typo there must not silently drop every setting.
+    """
+    named = path is None and bool(os.environ.get("CHUNKQA_CONFIG"))
+    path = path or config_path()
+    if not path.is_file():
+        if named:
+            raise UsageError(
+                f"the config file {path} named by CHUNKQA_CONFIG does not exist",
+                hint="fix the path, or unset CHUNKQA_CONFIG",
+            )
+        return {}
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise UsageError(
+            f"cannot read the config file {path}: {exc}", hint="fix or remove that file"
+        ) from None
+    for key, value in data.items():
+        if key not in DEFAULTS:
+            raise UsageError(
+                f"unknown setting {key!r} in {path}", hint=f"known settings: {', '.join(DEFAULTS)}"
+            )
+        expected = TYPES.get(key, str)
+        if not isinstance(value, expected) or isinstance(value, bool):
+            raise UsageError(
+                f"setting {key!r} in {path} has the wrong type ({type(value).__name__})",
+                hint=f"write it like {key} = {_example(key)}",
+            )
+    return data
+
+
+def _example(key: str) -> str:
+    value = DEFAULTS[key]
+    if value is None:
+        return "1024" if TYPES.get(key) is int else '"..."'
+    return repr(value).replace("'", '"')
+
+
+class Settings:
+    """Resolves each setting by precedence: `get(key, flag_value)`."""
+
+    def __init__(self, file_values: dict[str, Any] | None = None) -> None:
+        self.file = read_config_file() if file_values is None else file_values
+
+    def get(self, key: str, value: Any = None) -> Any:
+        if value is not None:
+            return value
+        if key in self.file:
+            return self.file[key]
+        return DEFAULTS[key]
+
+    # -- the library's objects, built once ---------------------------------------------------------
+    def model_spec(self, options: Any) -> Any:
+        from chunkqa.engine.loading import ModelSpec
+
+        return ModelSpec(
+            name=self.get("model", options.model),
+            revision=self.get("revision", options.revision),
+            dtype=self.get("dtype", options.dtype),
+            device=self.get("device", options.device),
+            trust_remote_code=options.trust_remote_code,
+        )
+
+    def method_spec(self, options: Any, logit_scale: Any = None) -> Any:
+        from chunkqa.methods.spec import MethodSpec
+
+        return MethodSpec(
+            name="none" if options.no_dca else "dca",
+            pretraining_length=self.get("pretraining_length", options.pretraining_length),
+            chunk_size=self.get("chunk_size", options.chunk_size),
+            local_window=self.get("local_window", options.local_window),
+            logit_scale=logit_scale
+            if logit_scale is not None
+            else self.get("logit_scale", options.logit_scale),
+            kernel=self.get("kernel", options.kernel),
+        )
+
+    def generation(self, prompt: Any, generation: Any) -> Any:
+        from chunkqa.engine.results import GenerationConfig
+
+        return GenerationConfig(
+            max_new_tokens=self.get("max_new_tokens", prompt.max_new_tokens),
+            temperature=self.get("temperature", generation.temperature),
+            top_p=self.get("top_p", generation.top_p),
+            seed=self.get("seed", generation.seed),
+        )
+
+    def cache_directory(self, flag: str | None = None) -> Path:
+        """Flag > CHUNKQA_CACHE_DIR > config file `cache_dir` > $XDG_CACHE_HOME/chunkqa/kv."""
+        from chunkqa.cache import default_cache_dir
+
+        chosen = self.get("cache_dir", flag or os.environ.get("CHUNKQA_CACHE_DIR") or None)
+        return Path(chosen).expanduser() if chosen else default_cache_dir()
+
+    def cache_size(self) -> int:
+        from chunkqa.cache import parse_size
+
+        return parse_size(self.get("cache_size", os.environ.get("CHUNKQA_CACHE_SIZE") or None))
+
+    def cache_options(self, flags: Any) -> Any:
+        """The document cache settings, or None with --no-cache."""
+        from chunkqa.cache import DEFAULT_MIN_TOKENS, CacheOptions
+
+        if flags.no_cache:
+            return None
+        minimum = DEFAULT_MIN_TOKENS if flags.cache_min_tokens is None else flags.cache_min_tokens
+        if minimum < 0:
+            raise UsageError(f"`cache_min_tokens` must be >= 0, got {minimum}")
+        return CacheOptions(self.cache_directory(), self.cache_size(), minimum)
+
+    def request(
+        self,
+        documents: Sequence[Any],
+        *,
+        model: Any,
+        method: Any,
+        prompt: Any,
+        generation: Any = None,
+        cache: Any = None,
+        password: str | None = None,
+    ) -> Any:
+        """The one frozen Request every command below the CLI receives."""
+        from chunkqa.engine.results import GenerationConfig
+        from chunkqa.plan import Request
+
+        return Request(
+            documents=tuple(documents),
+            model=self.model_spec(model),
+            method=self.method_spec(method),
+            generation=self.generation(prompt, generation)
+            if generation is not None
+            else GenerationConfig(max_new_tokens=self.get("max_new_tokens", prompt.max_new_tokens)),
+            template=self.get("template", prompt.template),
+            system=self.get("system", prompt.system),
+            max_context=self.get("max_context", prompt.max_context),
+            truncate=prompt.truncate,
+            prefill_chunk=self.get("prefill_chunk", getattr(generation, "prefill_chunk", None)),
+            cache=self.cache_options(cache) if cache is not None else None,
+            password=password,
+        )

@@ -1,0 +1,147 @@
+"""Documents: a path or raw bytes becomes a `Document` (text, kind, page count, sha256).
+
+Owns reading files, telling PDF from text by content (never by extension), decoding text (UTF-8, or
+UTF-16/32 when a BOM says so), newline normalisation, the user-facing errors for input that cannot be
+read, and joining several documents into one text. PDF parsing lives in `chunkqa.documents.pdf`.
+Nothing here prints or reads stdin: the CLI reads stdin and hands the bytes to `document_from_bytes`.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from chunkqa.documents.pdf import extract_pages, join_pages, pdf_header_offset
+from chunkqa.errors import DocumentError, DocumentNotFound
+
+__all__ = ["Document", "DocumentKind", "combine_documents", "document_from_bytes", "load_document"]
+
+DocumentKind = Literal["pdf", "text"]
+
+# UTF-32 first: its little-endian BOM starts with UTF-16's.
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+_NOT_TEXT_HINT = (
+    "Convert it to a UTF-8 .txt file or a .pdf first "
+    "(Latin-1 text, for example: `iconv -f latin1 -t utf-8 in.txt > out.txt`)."
+)
+_EMPTY_HINT = (
+    "Pass a document with some text in it; when piping, check that the command before `|` prints it."
+)
+
+
+@dataclass(frozen=True)
+class Document:
+    """One document's full text and where it came from."""
+
+    source: str  # the path as given, or "<stdin>"
+    name: str  # short display name: the file name, or "stdin"
+    text: str = field(repr=False)  # PDFs: "[Page N]" before each page's text
+    kind: DocumentKind
+    pages: int | None  # PDFs only
+    sha256: str  # of the raw input bytes
+
+    @property
+    def chars(self) -> int:
+        return len(self.text)
+
+
+def load_document(path: str | os.PathLike[str], password: str | None = None) -> Document:
+    """Read the file at `path` (PDF or text, told apart by content); `password` opens encrypted PDFs."""
+    source = os.fsdecode(path)
+    data = _read_file(source)
+    return document_from_bytes(data, source=source, name=Path(source).name or source, password=password)
+
+
+def document_from_bytes(
+    data: bytes, source: str = "<stdin>", name: str = "stdin", password: str | None = None
+) -> Document:
+    """A document from raw bytes, e.g. what the CLI read from stdin."""
+    digest = hashlib.sha256(data).hexdigest()
+    label = _label(source)
+    offset = pdf_header_offset(data)
+    if offset is None:
+        return Document(source, name, _decode_text(data, label), "text", None, digest)
+    texts = extract_pages(data[offset:], label, password)  # xref offsets count from the header
+    return Document(source, name, join_pages(texts), "pdf", len(texts), digest)
+
+
+def combine_documents(docs: Sequence[Document]) -> str:
+    """One text for the prompt: a single document unchanged, several under numbered headers."""
+    if not docs:
+        raise ValueError("combine_documents needs at least one document")
+    if len(docs) == 1:
+        return docs[0].text
+    return "\n\n".join(f"=== Document {i}: {doc.name} ===\n{doc.text}" for i, doc in enumerate(docs, 1))
+
+
+def _read_file(source: str) -> bytes:
+    path = Path(source)
+    label = _label(source)
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(source)
+        return path.read_bytes()
+    except FileNotFoundError as exc:
+        raise DocumentNotFound(f"no such file: {label}", hint=_not_found_hint(source, label)) from exc
+    except IsADirectoryError as exc:
+        raise DocumentError(
+            f"{label} is a directory, not a document",
+            hint=f"Pass the files inside it instead, e.g. {label}/*.pdf",
+        ) from exc
+    except PermissionError as exc:
+        raise DocumentError(
+            f"cannot read {label}: permission denied",
+            hint=f"Check its permissions with `ls -l {label}`; `chmod u+r {label}` fixes it if it is yours.",
+        ) from exc
+    except OSError as exc:
+        raise DocumentError(
+            f"cannot read {label}: {exc.strerror or exc}",
+            hint="Check that the file is complete and its disk or network share is reachable.",
+        ) from exc
+
+
+def _not_found_hint(source: str, label: str) -> str:
+    if source == "-":
+        return "Library callers read stdin themselves and pass the bytes to `document_from_bytes`."
+    try:
+        where = "" if os.path.isabs(source) else f" (relative to {_label(os.getcwd())})"
+    except OSError:  # the working directory itself was removed
+        where = ""
+    return f"Check the path {label}{where}, or pass `-` to read the document from standard input."
+
+
+def _decode_text(data: bytes, label: str) -> str:
+    encoding = next((enc for bom, enc in _BOMS if data.startswith(bom)), "utf-8")
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        shown = encoding.removesuffix("-sig").upper()
+        raise _not_text(label, f"invalid {shown} at byte {exc.start}") from exc
+    if "\x00" in text:
+        raise _not_text(label, "it contains NUL bytes")
+    if not text.strip():
+        detail = "is empty" if not text else "contains only whitespace"
+        raise DocumentError(f"{label} {detail}", hint=_EMPTY_HINT)
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _not_text(label: str, detail: str) -> DocumentError:
+    return DocumentError(f"{label} does not look like text or PDF ({detail})", hint=_NOT_TEXT_HINT)
+
+
+def _label(source: str) -> str:
+    """`source` as one printable line, for messages."""
+    if source == "<stdin>":
+        return "standard input"
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in source)
