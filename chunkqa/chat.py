@@ -91,6 +91,11 @@ class ChatEngine:
         return self.session.ask(question, config, history=True, on_progress=on_progress)
 
     @property
+    def generation_defaults(self) -> dict[str, Any]:
+        """What the model's own generation_config asks for (GenerationConfig.resolved uses it)."""
+        return self.loaded.generation_defaults
+
+    @property
     def last_stats(self) -> Stats | None:
         return self.session.last_stats
 

@@ -23,9 +23,9 @@ import torch
 from chunkqa.engine import cuda_graphs as graphs
 from chunkqa.engine.cuda_graphs import DecodeGraph
 from chunkqa.engine.generate import (
+    AnswerText,
     Clock,
     Progress,
-    TextStream,
     decode_tokens,
     peak_memory,
     prefill,
@@ -105,7 +105,7 @@ class Session:
         on_progress: Progress | None = None,
     ) -> Iterator[Step]:
         """Stream the answer; the final Step carries Stats. history=True continues the conversation."""
-        config = config or GenerationConfig()
+        config = (config or GenerationConfig()).resolved(self.loaded.generation_defaults)
         prompt = self.prompt(question, history)
         device = self.loaded.device
         clock = Clock(device)
@@ -115,7 +115,7 @@ class Session:
         with self._scale(prompt):
             reused, logits = self._prefill(prompt, on_progress)
             first = clock.now()
-            stream, tokens, reason = TextStream(self.loaded.tokenizer), [], "length"
+            text, tokens, reason = AnswerText(self.loaded.tokenizer, config.stop), [], "length"
             try:
                 step = self.decoder.step if self.decoder is not None else None
                 for token in decode_tokens(
@@ -130,7 +130,12 @@ class Session:
                     if token in self.stop_ids:
                         reason = "eos"
                         break
-                    yield Step(token, stream.add(token))
+                    yield Step(token, text.add(token))
+                    if text.stopped:
+                        reason = "stop"
+                        break
+                if not text.stopped and (tail := text.flush()):
+                    yield Step(-1, tail)
             except (KeyboardInterrupt, GeneratorExit):  # GeneratorExit: the caller stopped reading
                 reason = "interrupted"
                 trim_cache(self.cache, len(self.cache_ids))
@@ -139,7 +144,7 @@ class Session:
                 end = clock.now()
                 self._first_token_out()  # idempotent: also when no token came
                 if history:
-                    self.turns.append(Turn(question, stream.text))
+                    self.turns.append(Turn(question, text.text))
                 self.last_stats = Stats(
                     context_tokens=len(prompt) + len(tokens),
                     reused_tokens=reused,

@@ -1,12 +1,14 @@
 """The document cache's key: a sha256 over everything a document prefix's KV cache depends on.
 
-Model (id, revision, file fingerprint), dtype, device type, DCA settings and kernel, template,
-system prompt, tokenizer (its full definition, hashed), library versions and the prefix token ids
-(which cover the document and the framing around it): any change gives another key.
+Model (id, revision, a GGUF file's sha256 or a directory's file fingerprint), dtype, device type,
+method settings and kernel, template, system prompt, tokenizer (its full definition, hashed),
+library versions and the prefix token ids (which cover the document and the framing around it):
+any change gives another key.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from array import array
@@ -34,13 +36,28 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return text_digest(body + json.dumps(extra, default=str))
 
 
-def model_fingerprint(source: str) -> list[list[Any]] | None:
-    """Name, size and mtime of a local model directory's config and weight files (None for hub ids)."""
-    path = Path(source)
+def model_fingerprint(source: Any) -> list[list[Any]] | None:
+    """A local model's files: a GGUF file by its sha256; a directory's config and weight files by
+    name, size and mtime. None for hub ids (their revision keys them)."""
+    gguf = source.file
+    if gguf is not None:
+        stat = gguf.stat()
+        return [[gguf.name, stat.st_size, file_sha256(str(gguf), stat.st_size, stat.st_mtime_ns)]]
+    path = Path(source.path)
     if not path.is_dir():
         return None
     files = sorted(p for p in path.iterdir() if p.suffix in (".json", ".safetensors", ".bin", ".pt"))
     return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+
+
+@functools.lru_cache(maxsize=16)
+def file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of a file, remembered while its size and mtime stay the same (a GGUF file: gigabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 24):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def key_fields(loaded: Any, builder: Any, prefix: Sequence[int], tokenizer_id: str) -> dict[str, Any]:
@@ -48,7 +65,8 @@ def key_fields(loaded: Any, builder: Any, prefix: Sequence[int], tokenizer_id: s
     import torch
     import transformers
 
-    source = str(Path(loaded.source).resolve()) if Path(loaded.source).is_dir() else loaded.source
+    where = loaded.source.path
+    source = str(Path(where).resolve()) if Path(where).is_dir() else where
     dca = None
     if loaded.handle is not None:
         config = loaded.config
@@ -62,7 +80,12 @@ def key_fields(loaded: Any, builder: Any, prefix: Sequence[int], tokenizer_id: s
             "torch": torch.__version__,
             "transformers": transformers.__version__,
         },
-        "model": {"source": source, "revision": loaded.revision, "files": model_fingerprint(loaded.source)},
+        "model": {
+            "source": source,
+            "gguf_file": loaded.source.gguf_file,
+            "revision": loaded.revision,
+            "files": model_fingerprint(loaded.source),
+        },
         "architecture": loaded.config.model_type,
         "dtype": str(loaded.dtype).removeprefix("torch."),
         "device": loaded.device.type,

@@ -34,7 +34,7 @@ from chunkqa.cache.entry import (
     to_host,
     write_entry,
 )
-from chunkqa.cache.key import entry_key, key_fields, tokenizer_fingerprint
+from chunkqa.cache.key import entry_key, key_fields, model_fingerprint, tokenizer_fingerprint
 from chunkqa.errors import UsageError
 
 __all__ = ["CacheEvent", "CacheOptions", "DocCache", "Entry", "clear_entries", "list_entries", "parse_size"]
@@ -105,10 +105,11 @@ class DocCache:
         self._tokenizers: dict[int, str] = {}  # id(tokenizer) -> its fingerprint
         self._fingerprints: dict[int, threading.Thread] = {}  # fingerprints being computed (prepare)
         self._staging: Any = None  # hostring.PendingRing: the pinned host ring of loads onto a GPU
+        self._hashing: threading.Thread | None = None  # a GGUF file's sha256, started by prepare
 
-    def prepare(self, device: Any, tokenizer: Any = None, wait: bool = False) -> DocCache:
-        """Get ready for a lookup: fingerprint `tokenizer` for the entry key and, on CUDA with entries
-        on disk, pin the host ring a load goes through.
+    def prepare(self, device: Any, tokenizer: Any = None, wait: bool = False, source: Any = None) -> DocCache:
+        """Get ready for a lookup: fingerprint `tokenizer` (and a GGUF `source`'s file) for the entry
+        key and, on CUDA with entries on disk, pin the host ring a load goes through.
 
         Both take a while (tens of milliseconds for a 128k vocabulary, a few hundred for the ring):
         call this before the weights load, so they happen meanwhile, in background threads, instead
@@ -117,6 +118,8 @@ class DocCache:
         known = self._tokenizers.keys() | self._fingerprints.keys()
         if tokenizer is not None and id(tokenizer) not in known:
             self._fingerprints[id(tokenizer)] = _start(self._fingerprint, tokenizer)
+        if source is not None and source.file is not None:  # hashed meanwhile; remembered for the key
+            self._hashing = _start(model_fingerprint, source)
         directory = self.options.directory
         if _on_cuda(device) and directory.is_dir() and any(directory.glob(f"*{SUFFIX}")):
             ring = self._staging_ring()
@@ -229,6 +232,8 @@ class DocCache:
         return refresh
 
     def _key(self, session: Any, prompt: Any) -> tuple[str, dict[str, Any]]:
+        if self._hashing is not None:
+            self._hashing.join()  # its result waits in key.file_sha256's memory
         tokenizer = session.builder.tokenizer
         fields = key_fields(session.loaded, session.builder, prompt.prefix, self._fingerprint_of(tokenizer))
         return entry_key(fields), fields

@@ -151,7 +151,9 @@ def doc_cache(options: Any, plan: Any) -> Any:
     from chunkqa.cache import DocCache
 
     label = {"model": plan.model.spec.name, "documents": [d.name for d in plan.documents]}
-    return DocCache(options, label).prepare(plan.model.device, plan.builder.tokenizer)
+    return DocCache(options, label).prepare(
+        plan.model.device, plan.builder.tokenizer, source=plan.model.source
+    )
 
 
 def report_cache(cache: Any, console: Console, wait: bool = False) -> None:

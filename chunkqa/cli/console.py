@@ -164,6 +164,8 @@ def stats_line(stats: Any, show_reuse: bool = False) -> str:
     parts.append(memory_text(stats.peak_memory))
     if stats.stop_reason == "length":
         parts.append("stopped at --max-new-tokens")
+    elif stats.stop_reason == "stop":
+        parts.append("stopped at a --stop string")
     return " · ".join(parts)
 
 

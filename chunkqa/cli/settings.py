@@ -19,11 +19,14 @@ from chunkqa.errors import UsageError
 DEFAULTS: dict[str, Any] = {
     "model": "HuggingFaceTB/SmolLM2-1.7B-Instruct",
     "revision": None,
+    "gguf_file": None,
     "dtype": "auto",
     "device": "auto",
     "max_new_tokens": 512,
-    "temperature": 0.0,
-    "top_p": 1.0,
+    "temperature": None,
+    "top_p": None,
+    "repeat_penalty": None,
+    "stop": None,
     "seed": None,
     "max_context": None,
     "prefill_chunk": 4096,
@@ -42,6 +45,8 @@ TYPES: dict[str, type | tuple[type, ...]] = {
     "max_new_tokens": int,
     "temperature": (int, float),
     "top_p": (int, float),
+    "repeat_penalty": (int, float),
+    "stop": list,
     "seed": int,
     "max_context": int,
     "prefill_chunk": int,
@@ -86,7 +91,8 @@ def read_config_file(path: Path | None = None) -> dict[str, Any]:
                 f"unknown setting {key!r} in {path}", hint=f"known settings: {', '.join(DEFAULTS)}"
             )
         expected = TYPES.get(key, str)
-        if not isinstance(value, expected) or isinstance(value, bool):
+        wrong_items = isinstance(value, list) and not all(isinstance(item, str) for item in value)
+        if not isinstance(value, expected) or isinstance(value, bool) or wrong_items:
             raise UsageError(
                 f"setting {key!r} in {path} has the wrong type ({type(value).__name__})",
                 hint=f"write it like {key} = {_example(key)}",
@@ -97,7 +103,8 @@ def read_config_file(path: Path | None = None) -> dict[str, Any]:
 def _example(key: str) -> str:
     value = DEFAULTS[key]
     if value is None:
-        return "1024" if TYPES.get(key) is int else '"..."'
+        kind = TYPES.get(key)
+        return {int: "1024", list: '["..."]'}.get(kind, "0.5" if kind == (int, float) else '"..."')
     return repr(value).replace("'", '"')
 
 
@@ -124,6 +131,7 @@ class Settings:
             dtype=self.get("dtype", options.dtype),
             device=self.get("device", options.device),
             trust_remote_code=options.trust_remote_code,
+            gguf_file=self.get("gguf_file", options.gguf_file),
         )
 
     def method_spec(self, options: Any, logit_scale: Any = None) -> Any:
@@ -147,6 +155,8 @@ class Settings:
             max_new_tokens=self.get("max_new_tokens", prompt.max_new_tokens),
             temperature=self.get("temperature", generation.temperature),
             top_p=self.get("top_p", generation.top_p),
+            repeat_penalty=self.get("repeat_penalty", generation.repeat_penalty),
+            stop=tuple(self.get("stop", generation.stop or None) or ()),
             seed=self.get("seed", generation.seed),
         )
 

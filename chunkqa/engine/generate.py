@@ -1,6 +1,6 @@
 """Generation: prefill in pieces, sample, decode; an iterator of tokens, then of text steps with stats.
 
-Layers, smallest first: `sample` -> `prefill` / `decode_tokens` -> `TextStream` -> `Stats`.
+Layers, smallest first: `penalize`, `sample` -> `prefill` / `decode_tokens` -> `AnswerText` -> `Stats`.
 Only the last position's logits are computed while prefilling (logits_to_keep=1).
 """
 
@@ -17,10 +17,31 @@ import torch
 from chunkqa.engine.forward import cache_kwargs
 from chunkqa.engine.results import GenerationConfig, Stats, Step
 
-__all__ = ["GenerationConfig", "Stats", "Step", "decode_tokens", "prefill", "sample"]
+__all__ = [
+    "AnswerText",
+    "GenerationConfig",
+    "Stats",
+    "Step",
+    "decode_tokens",
+    "penalize",
+    "prefill",
+    "sample",
+]
 
 Progress = Callable[[int, int], None]  # (tokens done, tokens in all)
 END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "</s>")
+
+
+def penalize(logits: torch.Tensor, recent: Sequence[int], penalty: float) -> torch.Tensor:
+    """Logits [V] with the tokens in `recent` made less likely: positive logits divided by the penalty,
+    negative ones multiplied (the CTRL rule, as transformers and llama.cpp apply it)."""
+    if penalty == 1.0 or not recent:
+        return logits
+    ids = torch.tensor(sorted(set(recent)), device=logits.device)
+    picked = logits[ids]
+    out = logits.clone()
+    out[ids] = torch.where(picked > 0, picked / penalty, picked * penalty)
+    return out
 
 
 def sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> int:
@@ -77,13 +98,17 @@ def decode_tokens(
 ) -> Iterator[int]:
     """Tokens one by one from the prefill's logits. The last token yielded is never fed to the model.
 
-    `step` (a CUDA-graph decoder, say) feeds a token instead of the model's forward where it can.
+    `config` must be resolved (GenerationConfig.resolved). `step` (a CUDA-graph decoder, say) feeds a
+    token instead of the model's forward where it can.
     """
     generator = None
     if config.seed is not None:
         generator = torch.Generator(device=logits.device).manual_seed(config.seed)
+    answer: list[int] = []
     for produced in range(1, config.max_new_tokens + 1):
+        logits = penalize(logits, answer[-config.repeat_window :], config.repeat_penalty)
         token = sample(logits, config.temperature, config.top_p, generator)
+        answer.append(token)
         yield token
         if token in stop_ids or produced == config.max_new_tokens:
             return
@@ -109,25 +134,58 @@ def stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
     return ids
 
 
-class TextStream:
-    """Turns generated token ids into text pieces, holding back incomplete characters."""
+class AnswerText:
+    """Generated token ids as the answer's text, handed out in pieces as they become final.
 
-    def __init__(self, tokenizer: Any) -> None:
+    Held back: an incomplete multi-byte character, and a tail that could be the start of a stop
+    string. Dropped: white space before the answer's first character, and everything from the first
+    stop string on (`stopped` is then set, and the caller stops generating).
+    """
+
+    def __init__(self, tokenizer: Any, stops: Sequence[str] = ()) -> None:
         self.tokenizer = tokenizer
+        self.stops = tuple(stops)
         self.ids: list[int] = []
-        self.emitted = 0  # characters already handed out
+        self.emitted = 0  # characters of the answer already handed out
+        self.stopped = False
+        self._answer = ""
 
     def add(self, token: int) -> str:
+        """The next final piece of text (often empty) after `token`."""
         self.ids.append(token)
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if text.endswith("\ufffd"):  # a multi-byte character is not complete yet
+        raw = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if raw.endswith("\ufffd"):  # a multi-byte character is not complete yet
             return ""
-        piece, self.emitted = text[self.emitted :], len(text)
-        return piece
+        self._answer = raw.lstrip()
+        cut = self._first_stop()
+        if cut is not None:
+            self._answer, self.stopped = self._answer[:cut], True
+            return self._hand_out(len(self._answer))
+        return self._hand_out(len(self._answer) - self._stop_prefix())
+
+    def flush(self) -> str:
+        """What is still held back, once no token follows."""
+        return self._hand_out(len(self._answer))
 
     @property
     def text(self) -> str:
-        return self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        """The answer so far, held-back tail included."""
+        return self._answer
+
+    def _hand_out(self, end: int) -> str:
+        piece = self._answer[self.emitted : end] if end > self.emitted else ""
+        self.emitted = max(self.emitted, end)
+        return piece
+
+    def _first_stop(self) -> int | None:
+        found = [i for s in self.stops if (i := self._answer.find(s, max(0, self.emitted - len(s)))) >= 0]
+        return min(found) if found else None
+
+    def _stop_prefix(self) -> int:
+        """The length of the longest tail that a stop string starts with."""
+        return max(
+            (k for s in self.stops for k in range(1, len(s)) if self._answer.endswith(s[:k])), default=0
+        )
 
 
 def reset_peak_memory(device: torch.device) -> None:

@@ -8,10 +8,10 @@ settings. Nothing is resolved twice: the plan hands its ModelInfo and method set
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from chunkqa.engine.hub import from_pretrained, resolve_source
+from chunkqa.engine.hub import Source, from_pretrained, resolve_source
 from chunkqa.errors import UsageError
 
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-1.7B-Instruct"  # Apache-2.0, Llama architecture, 8k native window
@@ -20,13 +20,14 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What to load: a hub id, a local directory or a bundled alias, and how."""
+    """What to load: a hub id, a local directory, a .gguf file or an alias (tiny, smollm2), and how."""
 
     name: str = DEFAULT_MODEL
     revision: str | None = None
     dtype: str = "auto"
     device: str = "auto"
     trust_remote_code: bool = False
+    gguf_file: str | None = None  # a GGUF file inside the folder or hub repo `name`
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -41,7 +42,7 @@ class ModelInfo:
     """A model's facts before its weights load: where it is, its config, device and dtype."""
 
     spec: ModelSpec
-    source: str  # the local path or hub id to load
+    source: Source  # the local folder or hub id to load, and its GGUF file if it is one
     config: Any  # the full config (multimodal models: text part via .get_text_config())
     device: Any  # torch.device
     dtype: Any  # torch.dtype
@@ -65,13 +66,14 @@ class LoadedModel:
     handle: Any  # a chunkqa.methods patch handle, or None
     device: Any  # torch.device (under tensor parallelism: this rank's)
     revision: str | None = None  # the commit of a hub model, when known
+    generation_defaults: dict[str, Any] = field(default_factory=dict)  # from its generation_config
 
     @property
     def spec(self) -> ModelSpec:
         return self.info.spec
 
     @property
-    def source(self) -> str:
+    def source(self) -> Source:
         return self.info.source
 
     @property
@@ -94,7 +96,7 @@ class LoadedModel:
         """A model already in memory (a Hugging Face model, patched or not), as chunkqa's LoadedModel."""
         device = device if device is not None else model.device
         spec = ModelSpec(name, dtype=str(model.dtype).removeprefix("torch."), device=str(device))
-        info = ModelInfo(spec, name, model.config, device, model.dtype)
+        info = ModelInfo(spec, Source(name), model.config, device, model.dtype)
         return cls(info, model, tokenizer, handle, device)
 
     def close(self) -> None:
@@ -107,7 +109,8 @@ def load_config(spec: ModelSpec) -> Any:
     """The model's config (no weights)."""
     from transformers import AutoConfig
 
-    return from_pretrained(AutoConfig, resolve_source(spec.name), "the config", **spec.pretrained_kwargs())
+    source = resolve_source(spec.name, spec.gguf_file)
+    return from_pretrained(AutoConfig, source, "the config", **spec.pretrained_kwargs())
 
 
 def load_tokenizer(info: ModelInfo) -> Any:
@@ -161,6 +164,7 @@ def load_model(
     """
     from transformers import AutoModelForCausalLM
 
+    from chunkqa.engine.results import model_generation_defaults
     from chunkqa.methods.spec import apply_method
 
     device = info.device
@@ -172,6 +176,7 @@ def load_model(
     config = copy.deepcopy(info.config)  # the method patches the model's own config, not the plan's
     kwargs = {**info.spec.pretrained_kwargs(), "config": config, "dtype": info.dtype}
     model = from_pretrained(AutoModelForCausalLM, info.source, "the weights", **kwargs).eval()
+    _forget_quantization(model)
     if parallel is not None and parallel.world > 1:
         from chunkqa.engine.parallel import shard
 
@@ -180,4 +185,14 @@ def load_model(
         model = model.to(device)
     handle = apply_method(model, method, kernel=kernel)
     revision = getattr(model.config, "_commit_hash", None) or info.spec.revision
-    return LoadedModel(info, model, tokenizer, handle, device, revision)
+    defaults = model_generation_defaults(getattr(model, "generation_config", None))
+    return LoadedModel(info, model, tokenizer, handle, device, revision, defaults)
+
+
+def _forget_quantization(model: Any) -> None:
+    """A GGUF checkpoint arrives dequantized but still marked quantized: clear the mark, so the model
+    is a plain model of its dtype (it can be saved, and nothing treats its weights as packed)."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    method = str(getattr(getattr(quantizer, "quantization_config", None), "quant_method", ""))
+    if "gguf" in method.lower():
+        quantizer.remove_quantization_config(model)

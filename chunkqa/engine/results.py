@@ -2,29 +2,86 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from chunkqa.errors import UsageError
 
 PREFILL_PIECE = 4096  # tokens per prefill call by default: bounds activation memory
+REPEAT_PENALTY = 1.1  # the default against loops (docs/evaluation.md, "Repetition": measured on SmolLM2)
+REPEAT_WINDOW = 64  # the penalty covers the answer's last this many tokens
 
 
 @dataclass(frozen=True)
 class GenerationConfig:
-    """How to pick tokens: greedy by default (temperature 0)."""
+    """How to pick tokens. None: the model's own generation_config default, else chunkqa's.
+
+    temperature 0 is greedy; repeat_penalty divides the (positive) logits of tokens among the answer's
+    last `repeat_window` tokens (1 = off); `stop` strings end the answer and are not part of it.
+    """
 
     max_new_tokens: int = 512
-    temperature: float = 0.0
-    top_p: float = 1.0
+    temperature: float | None = None  # chunkqa's default: 0 (greedy)
+    top_p: float | None = None  # chunkqa's default: 1
     seed: int | None = None
+    repeat_penalty: float | None = None  # chunkqa's default: REPEAT_PENALTY
+    repeat_window: int = REPEAT_WINDOW
+    stop: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "stop", tuple(self.stop))
         if self.max_new_tokens < 1:
             raise UsageError(f"`max_new_tokens` must be at least 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
+        if self.temperature is not None and self.temperature < 0:
             raise UsageError(f"`temperature` must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
+        if self.top_p is not None and not 0 < self.top_p <= 1:
             raise UsageError(f"`top_p` must be in (0, 1], got {self.top_p}")
+        if self.repeat_penalty is not None and self.repeat_penalty <= 0:
+            raise UsageError(f"`repeat_penalty` must be positive (1 = off), got {self.repeat_penalty}")
+        if self.repeat_window < 1:
+            raise UsageError(f"`repeat_window` must be at least 1, got {self.repeat_window}")
+        if any(not s for s in self.stop):
+            raise UsageError("a `stop` string must not be empty")
+
+    @classmethod
+    def greedy(cls, max_new_tokens: int) -> GenerationConfig:
+        """Plain greedy decoding, no repetition penalty: what the evaluations score."""
+        return cls(max_new_tokens=max_new_tokens, temperature=0.0, top_p=1.0, repeat_penalty=1.0)
+
+    def resolved(self, model_defaults: Mapping[str, Any] | None = None) -> GenerationConfig:
+        """Every None filled: from the model's generation defaults (model_defaults), else chunkqa's."""
+        found = model_defaults or {}
+
+        def pick(name: str, fallback: Any) -> Any:
+            value = getattr(self, name)
+            return value if value is not None else found.get(name, fallback)
+
+        return replace(
+            self,
+            temperature=pick("temperature", 0.0),
+            top_p=pick("top_p", 1.0),
+            repeat_penalty=pick("repeat_penalty", REPEAT_PENALTY),
+        )
+
+
+def model_generation_defaults(generation_config: Any) -> dict[str, Any]:
+    """What a model's transformers GenerationConfig asks for, in chunkqa's names.
+
+    Sampling settings count only where the model samples (do_sample); a repetition penalty counts always.
+    """
+    if generation_config is None:
+        return {}
+    found: dict[str, Any] = {}
+    if getattr(generation_config, "do_sample", False):
+        for name in ("temperature", "top_p"):
+            value = getattr(generation_config, name, None)
+            if value is not None:
+                found[name] = float(value)
+    penalty = getattr(generation_config, "repetition_penalty", None)
+    if penalty is not None and penalty != 1.0:
+        found["repeat_penalty"] = float(penalty)
+    return found
 
 
 @dataclass(frozen=True)
@@ -38,7 +95,7 @@ class Stats:
     generated_tokens: int
     decode_seconds: float
     ttft_seconds: float  # from the start of prefill to the first answer token
-    stop_reason: str  # "eos", "length" or "interrupted"
+    stop_reason: str  # "eos", "stop" (a stop string), "length" or "interrupted"
     peak_memory: dict[str, dict[str, int]] = field(default_factory=dict)  # device -> {kind: bytes}
 
     @property
@@ -53,7 +110,10 @@ class Stats:
 
 @dataclass(frozen=True)
 class Step:
-    """One generated token and the text it completes; the last step also carries the stats."""
+    """One generated token and the text it makes final (often ""); the last step carries the stats.
+
+    token -1: no token, text released once the answer ended (it was held back as a possible stop string).
+    """
 
     token: int
     text: str

@@ -186,7 +186,7 @@ class NeedleEval:
         correct, misses = 0, []
         for trial in cell.items:
             session = Session(run, builder, trial.document_ids)
-            answer, _ = session.answer(trial.question, GenerationConfig(max_new_tokens=MAX_NEW_TOKENS))
+            answer, _ = session.answer(trial.question, GenerationConfig.greedy(MAX_NEW_TOKENS))
             ok = is_correct(answer, trial.number)
             correct += ok
             if not ok and len(misses) < MISSES_KEPT:

@@ -85,7 +85,7 @@ def greedy(loaded: Any, ids: Sequence[int], max_new_tokens: int) -> list[int]:
     from chunkqa.engine.results import PREFILL_PIECE, GenerationConfig
 
     cache = DynamicCache(config=loaded.model.config)
-    config = GenerationConfig(max_new_tokens=max_new_tokens)
+    config = GenerationConfig.greedy(max_new_tokens)
     stops = stop_token_ids(loaded.model, loaded.tokenizer)
     with logit_scale_pinned(loaded, len(ids)):
         logits = prefill(loaded.model, ids, cache, PREFILL_PIECE)

@@ -24,6 +24,7 @@ from chunkqa.cache.entry import (
 )
 from chunkqa.cache.key import entry_key, key_fields, model_fingerprint, tokenizer_fingerprint
 from chunkqa.cache.store import CacheOptions, DocCache, parse_size
+from chunkqa.engine.hub import Source
 from chunkqa.engine.loading import ModelSpec, load_tokenizer, resolve_model
 from chunkqa.engine.results import GenerationConfig
 from chunkqa.errors import UsageError
@@ -33,7 +34,7 @@ from chunkqa.session import Session
 
 DOC = "It was the best of times, it was the worst of times, it was the age of wisdom. " * 12
 QUESTION = "What is the main result?"
-GREEDY = GenerationConfig(max_new_tokens=12)
+GREEDY = GenerationConfig.greedy(12)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,7 @@ def cached(loaded, directory, max_bytes: int = 2**30, min_tokens: int = 0, **kwa
 
 
 def tokens_of(session: Session, question: str = QUESTION) -> list[int]:
-    return [s.token for s in session.ask(question, GREEDY) if s.stats is None]
+    return [s.token for s in session.ask(question, GREEDY) if s.stats is None and s.token >= 0]
 
 
 def prefix_len(session: Session) -> int:
@@ -177,10 +178,10 @@ def test_tokenizer_and_model_fingerprints(cli_models, tmp_path):
     llama = load_tokenizer(resolve_model(ModelSpec(str(cli_models["llama"]))))
     assert tokenizer_fingerprint(qwen) == tokenizer_fingerprint(again) != tokenizer_fingerprint(llama)
     copy = shutil.copytree(cli_models["qwen2"], tmp_path / "model")
-    before = model_fingerprint(str(copy))
+    before = model_fingerprint(Source(str(copy)))
     os.utime(copy / "config.json", ns=(1, 1))
-    assert before is not None and model_fingerprint(str(copy)) != before
-    assert model_fingerprint("org/some-hub-model") is None
+    assert before is not None and model_fingerprint(Source(str(copy))) != before
+    assert model_fingerprint(Source("org/some-hub-model")) is None
 
 
 # ---- bad entries ----------------------------------------------------------------------------------------

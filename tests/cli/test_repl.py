@@ -18,7 +18,7 @@ from chunkqa.errors import DocumentNotFound, DoesNotFitError
 from chunkqa.methods.spec import MethodSpec
 from chunkqa.plan import Request
 
-GREEDY = GenerationConfig(max_new_tokens=12)
+GREEDY = GenerationConfig.greedy(12)
 DOC = "It was the best of times, it was the worst of times, it was the age of wisdom. " * 12
 
 
@@ -50,6 +50,7 @@ class FakeEngine:
         self.closed: list[str] = []
         self.last_stats = None
         self.context_used = 0
+        self.generation_defaults = {}
 
     def ask(self, question, config, on_progress=None):
         self.calls.append(("ask", question, config))
@@ -131,7 +132,7 @@ def test_commands_dispatch_and_settings(tmp_path):
     assert repl.run() == 0
     assert repl.read_line.left == ["never read"]
     assert (repl.config.temperature, repl.config.max_new_tokens, repl.config.seed) == (0.2, 7, 3)
-    assert repl.config.top_p == 1.0  # 2 was refused
+    assert repl.config.top_p is None  # 2 was refused: still the model default
     names = [call[0] for call in repl.engine.calls]
     assert names == ["set_system", "set_system", "clear", "reset", "switch"]
     assert repl.engine.calls[0] == ("set_system", "Be brief.") and repl.engine.calls[1] == ("set_system", "")
@@ -211,7 +212,7 @@ def loaded(cli_models):
 
 def engine_for(loaded, path, max_context=None) -> ChatEngine:
     request = Request(
-        [load_document(path)], ModelSpec(loaded.source), MethodSpec(), GREEDY, max_context=max_context
+        [load_document(path)], ModelSpec(loaded.source.path), MethodSpec(), GREEDY, max_context=max_context
     )
     plan = plan_chat(request)
     engine = ChatEngine(request, loaded)
@@ -281,7 +282,7 @@ def test_stopping_while_reading_the_answer_keeps_the_cache_consistent(loaded, do
 
 def test_a_conversation_past_the_limit_is_refused(loaded, doc):
     limit = plan_chat(
-        Request([load_document(doc)], ModelSpec(loaded.source), MethodSpec(), GREEDY)
+        Request([load_document(doc)], ModelSpec(loaded.source.path), MethodSpec(), GREEDY)
     ).budget.total
     engine = engine_for(loaded, doc, max_context=limit)
     ask(engine, "What?")
