@@ -222,6 +222,7 @@ def test_header_after_1024_bytes_is_not_a_pdf() -> None:
     with pytest.raises(DocumentError) as info:
         document_from_bytes(b"x" * 1025 + make_pdf(["late"]))
     assert "does not look like text or PDF" in info.value.message
+    assert "starts at byte 1025" in info.value.message and "tail -c +1026" in info.value.hint
 
 
 def test_empty_pages_keep_their_markers() -> None:
@@ -381,7 +382,7 @@ def test_empty_stdin() -> None:
     ("data", "detail"),
     [
         (b"abc\x00\x01\x02def", "NUL bytes"),
-        ("café".encode("latin-1"), "invalid UTF-8 at byte 3"),
+        ("café\x00".encode("latin-1"), "invalid UTF-8 at byte 3"),
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "invalid UTF-8 at byte 0"),
         (codecs.BOM_UTF16_LE + b"a\x00b", "invalid UTF-16"),
         ("no BOM".encode("utf-16-le"), "NUL bytes"),
@@ -484,7 +485,8 @@ def test_core_writes_nothing(tmp_path: Path, capfd: pytest.CaptureFixture[str]) 
 def test_import_is_cheap() -> None:
     code = (
         "import sys, chunkqa.documents.reader; "
-        "print(sorted(m for m in ('pypdf', 'torch', 'transformers', 'rich', 'typer') if m in sys.modules))"
+        "print(sorted(m for m in ('pypdf', 'bs4', 'charset_normalizer', 'cryptography', 'torch', "
+        "'transformers', 'rich', 'typer') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
