@@ -1,8 +1,9 @@
 """Documents: a path or raw bytes becomes a `Document` (text, kind, page count, sha256, warnings).
 
-Owns reading files, telling PDF from text by content (never by extension), the user-facing errors
-for input that cannot be read, and joining several documents into one text. Decoding lives in
-`chunkqa.documents.encoding` (UTF-8, a BOM, or a legacy encoding guessed with a warning), PDF parsing
+Owns reading files, telling PDF, HTML and plain text apart by content (the extension only settles
+text that starts with a tag), the user-facing errors for input that cannot be read, and joining
+several documents into one text. Decoding lives in `chunkqa.documents.encoding` (UTF-8, a BOM, or a
+legacy encoding guessed with a warning), HTML extraction in `chunkqa.documents.markup`, PDF parsing
 in `chunkqa.documents.pdf`. Nothing here prints or reads stdin: the CLI reads stdin and hands the
 bytes to `document_from_bytes`, and shows each `Document.warnings` line.
 """
@@ -17,12 +18,13 @@ from pathlib import Path
 from typing import Literal
 
 from chunkqa.documents.encoding import decode_text
+from chunkqa.documents.markup import declared_charset, html_text, looks_like_html
 from chunkqa.documents.pdf import HEADER_WINDOW, extract_pages, join_pages, pdf_header_offset
 from chunkqa.errors import DocumentError, DocumentNotFound
 
 __all__ = ["Document", "DocumentKind", "combine_documents", "document_from_bytes", "load_document"]
 
-DocumentKind = Literal["pdf", "text"]
+DocumentKind = Literal["pdf", "html", "text"]
 
 _EMPTY_HINT = (
     "Pass a document with some text in it; when piping, check that the command before `|` prints it."
@@ -35,7 +37,7 @@ class Document:
 
     source: str  # the path as given, or "<stdin>"
     name: str  # short display name: the file name, or "stdin"
-    text: str = field(repr=False)  # PDFs: "[Page N]" before each page's text
+    text: str = field(repr=False)  # PDFs: "[Page N]" before each page's text; HTML: no markup
     kind: DocumentKind
     pages: int | None  # PDFs only
     sha256: str  # of the raw input bytes
@@ -47,7 +49,7 @@ class Document:
 
 
 def load_document(path: str | os.PathLike[str], password: str | None = None) -> Document:
-    """Read the file at `path` (PDF or text, told apart by content); `password` opens encrypted PDFs."""
+    """Read the file at `path` (PDF, HTML or text, told by content); `password` opens encrypted PDFs."""
     source = os.fsdecode(path)
     data = _read_file(source)
     return document_from_bytes(data, source=source, name=Path(source).name or source, password=password)
@@ -56,14 +58,14 @@ def load_document(path: str | os.PathLike[str], password: str | None = None) -> 
 def document_from_bytes(
     data: bytes, source: str = "<stdin>", name: str = "stdin", password: str | None = None
 ) -> Document:
-    """A document from raw bytes, e.g. what the CLI read from stdin."""
+    """A document from raw bytes, e.g. what the CLI read from stdin; `name`'s extension may mark HTML."""
     digest = hashlib.sha256(data).hexdigest()
     label = _label(source)
     offset = pdf_header_offset(data)
     if offset is not None:
         texts = extract_pages(data[offset:], label, password)  # xref offsets count from the header
         return Document(source, name, join_pages(texts), "pdf", len(texts), digest)
-    text, warnings = decode_text(data, label)
+    text, warnings = decode_text(data, label, declared_charset(data))
     late = data.find(b"%PDF-") if warnings else -1
     if late >= 0:  # binary, not text in a legacy encoding: a PDF with too much before its header
         raise DocumentError(
@@ -71,6 +73,8 @@ def document_from_bytes(
             f"past the first {HEADER_WINDOW} where PDF readers look)",
             hint=f"If it is a PDF, cut what comes before the header: `tail -c +{late + 1} in > out.pdf`.",
         )
+    if looks_like_html(text, name):
+        return Document(source, name, html_text(text, label), "html", None, digest, warnings)
     if not text.strip():
         detail = "is empty" if not text else "contains only whitespace"
         raise DocumentError(f"{label} {detail}", hint=_EMPTY_HINT)

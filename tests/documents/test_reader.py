@@ -304,9 +304,9 @@ def test_aes_without_cryptography_is_a_clear_error(tmp_path: Path) -> None:
         assert "needs an extra package to decrypt" in line and "pip install cryptography" in line
 
 
-def test_dependencies_cover_aes_and_legacy_text() -> None:
+def test_dependencies_cover_aes_html_and_legacy_text() -> None:
     pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
-    wanted = {"pypdf[crypto]>=4", "charset-normalizer>=3"}
+    wanted = {"pypdf[crypto]>=4", "beautifulsoup4>=4.12", "charset-normalizer>=3"}
     assert wanted <= set(pyproject["project"]["dependencies"])
 
 
