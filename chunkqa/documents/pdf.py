@@ -1,8 +1,10 @@
 """PDF bytes → the tidied text of each page, through pypdf.
 
-Owns opening and decrypting a PDF, extracting page text in physical page order, the modest tidying
-of what pypdf returns, the "[Page N]" layout, and turning pypdf's failures into `DocumentError`s with
-a hint. pypdf is imported inside the functions that need it: text documents never pay for it.
+Owns opening and decrypting a PDF (RC4 or AES, the latter through `cryptography`, which chunkqa gets
+with `pypdf[crypto]`; a file with only an owner password opens with the empty user password, as in
+any viewer), extracting page text in physical page order, the modest tidying of what pypdf returns,
+the "[Page N]" layout, and turning pypdf's failures into `DocumentError`s with a hint. pypdf is
+imported inside the functions that need it: text documents never pay for it.
 """
 
 from __future__ import annotations
@@ -113,7 +115,7 @@ def _pypdf_errors(label: str, where: str) -> Iterator[None]:
     except DependencyError as exc:
         raise DocumentError(
             f"{label} needs an extra package to decrypt: {_one_line(exc)}",
-            hint="Install it with `pip install cryptography`, then try again.",
+            hint="Install it with `pip install cryptography` (part of pypdf[crypto]), then try again.",
         ) from exc
     except Exception as exc:
         message = f"cannot read {label} as a PDF ({where}: {_one_line(exc)})"

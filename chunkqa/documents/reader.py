@@ -1,14 +1,15 @@
-"""Documents: a path or raw bytes becomes a `Document` (text, kind, page count, sha256).
+"""Documents: a path or raw bytes becomes a `Document` (text, kind, page count, sha256, warnings).
 
-Owns reading files, telling PDF from text by content (never by extension), decoding text (UTF-8, or
-UTF-16/32 when a BOM says so), newline normalisation, the user-facing errors for input that cannot be
-read, and joining several documents into one text. PDF parsing lives in `chunkqa.documents.pdf`.
-Nothing here prints or reads stdin: the CLI reads stdin and hands the bytes to `document_from_bytes`.
+Owns reading files, telling PDF, HTML and plain text apart by content (the extension only settles
+text that starts with a tag), the user-facing errors for input that cannot be read, and joining
+several documents into one text. Decoding lives in `chunkqa.documents.encoding` (UTF-8, a BOM, or a
+legacy encoding guessed with a warning), HTML extraction in `chunkqa.documents.markup`, PDF parsing
+in `chunkqa.documents.pdf`. Nothing here prints or reads stdin: the CLI reads stdin and hands the
+bytes to `document_from_bytes`, and shows each `Document.warnings` line.
 """
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import os
 from collections.abc import Sequence
@@ -16,25 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from chunkqa.documents.pdf import extract_pages, join_pages, pdf_header_offset
+from chunkqa.documents.encoding import decode_text
+from chunkqa.documents.markup import declared_charset, html_text, looks_like_html
+from chunkqa.documents.pdf import HEADER_WINDOW, extract_pages, join_pages, pdf_header_offset
 from chunkqa.errors import DocumentError, DocumentNotFound
 
 __all__ = ["Document", "DocumentKind", "combine_documents", "document_from_bytes", "load_document"]
 
-DocumentKind = Literal["pdf", "text"]
+DocumentKind = Literal["pdf", "html", "text"]
 
-# UTF-32 first: its little-endian BOM starts with UTF-16's.
-_BOMS = (
-    (codecs.BOM_UTF32_LE, "utf-32"),
-    (codecs.BOM_UTF32_BE, "utf-32"),
-    (codecs.BOM_UTF8, "utf-8-sig"),
-    (codecs.BOM_UTF16_LE, "utf-16"),
-    (codecs.BOM_UTF16_BE, "utf-16"),
-)
-_NOT_TEXT_HINT = (
-    "Convert it to a UTF-8 .txt file or a .pdf first "
-    "(Latin-1 text, for example: `iconv -f latin1 -t utf-8 in.txt > out.txt`)."
-)
 _EMPTY_HINT = (
     "Pass a document with some text in it; when piping, check that the command before `|` prints it."
 )
@@ -46,10 +37,11 @@ class Document:
 
     source: str  # the path as given, or "<stdin>"
     name: str  # short display name: the file name, or "stdin"
-    text: str = field(repr=False)  # PDFs: "[Page N]" before each page's text
+    text: str = field(repr=False)  # PDFs: "[Page N]" before each page's text; HTML: no markup
     kind: DocumentKind
     pages: int | None  # PDFs only
     sha256: str  # of the raw input bytes
+    warnings: tuple[str, ...] = ()  # one line each, for the user: e.g. a guessed text encoding
 
     @property
     def chars(self) -> int:
@@ -57,7 +49,7 @@ class Document:
 
 
 def load_document(path: str | os.PathLike[str], password: str | None = None) -> Document:
-    """Read the file at `path` (PDF or text, told apart by content); `password` opens encrypted PDFs."""
+    """Read the file at `path` (PDF, HTML or text, told by content); `password` opens encrypted PDFs."""
     source = os.fsdecode(path)
     data = _read_file(source)
     return document_from_bytes(data, source=source, name=Path(source).name or source, password=password)
@@ -66,14 +58,27 @@ def load_document(path: str | os.PathLike[str], password: str | None = None) -> 
 def document_from_bytes(
     data: bytes, source: str = "<stdin>", name: str = "stdin", password: str | None = None
 ) -> Document:
-    """A document from raw bytes, e.g. what the CLI read from stdin."""
+    """A document from raw bytes, e.g. what the CLI read from stdin; `name`'s extension may mark HTML."""
     digest = hashlib.sha256(data).hexdigest()
     label = _label(source)
     offset = pdf_header_offset(data)
-    if offset is None:
-        return Document(source, name, _decode_text(data, label), "text", None, digest)
-    texts = extract_pages(data[offset:], label, password)  # xref offsets count from the header
-    return Document(source, name, join_pages(texts), "pdf", len(texts), digest)
+    if offset is not None:
+        texts = extract_pages(data[offset:], label, password)  # xref offsets count from the header
+        return Document(source, name, join_pages(texts), "pdf", len(texts), digest)
+    text, warnings = decode_text(data, label, declared_charset(data))
+    late = data.find(b"%PDF-") if warnings else -1
+    if late >= 0:  # binary, not text in a legacy encoding: a PDF with too much before its header
+        raise DocumentError(
+            f"{label} does not look like text or PDF (its PDF header starts at byte {late}, "
+            f"past the first {HEADER_WINDOW} where PDF readers look)",
+            hint=f"If it is a PDF, cut what comes before the header: `tail -c +{late + 1} in > out.pdf`.",
+        )
+    if looks_like_html(text, name):
+        return Document(source, name, html_text(text, label), "html", None, digest, warnings)
+    if not text.strip():
+        detail = "is empty" if not text else "contains only whitespace"
+        raise DocumentError(f"{label} {detail}", hint=_EMPTY_HINT)
+    return Document(source, name, text, "text", None, digest, warnings)
 
 
 def combine_documents(docs: Sequence[Document]) -> str:
@@ -119,25 +124,6 @@ def _not_found_hint(source: str, label: str) -> str:
     except OSError:  # the working directory itself was removed
         where = ""
     return f"Check the path {label}{where}, or pass `-` to read the document from standard input."
-
-
-def _decode_text(data: bytes, label: str) -> str:
-    encoding = next((enc for bom, enc in _BOMS if data.startswith(bom)), "utf-8")
-    try:
-        text = data.decode(encoding)
-    except UnicodeDecodeError as exc:
-        shown = encoding.removesuffix("-sig").upper()
-        raise _not_text(label, f"invalid {shown} at byte {exc.start}") from exc
-    if "\x00" in text:
-        raise _not_text(label, "it contains NUL bytes")
-    if not text.strip():
-        detail = "is empty" if not text else "contains only whitespace"
-        raise DocumentError(f"{label} {detail}", hint=_EMPTY_HINT)
-    return text.replace("\r\n", "\n").replace("\r", "\n")
-
-
-def _not_text(label: str, detail: str) -> DocumentError:
-    return DocumentError(f"{label} does not look like text or PDF ({detail})", hint=_NOT_TEXT_HINT)
 
 
 def _label(source: str) -> str:

@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -103,7 +104,7 @@ def page_texts(text: str) -> dict[int, str]:
     return {int(number): body for number, body in zip(parts[1::2], parts[2::2], strict=True)}
 
 
-def make_pdf(pages: list[str | None], **encrypt: str) -> bytes:
+def make_pdf(pages: list[str | None], algorithm: str = "RC4-128", **encrypt: str) -> bytes:
     """A PDF with one Helvetica line per page (None: a page with no text), encrypted if asked."""
     writer = PdfWriter()
     font = DictionaryObject(
@@ -123,7 +124,7 @@ def make_pdf(pages: list[str | None], **encrypt: str) -> bytes:
             stream.set_data(f"BT /F1 12 Tf 72 720 Td ({line}) Tj ET".encode("latin-1"))
             page.replace_contents(stream)
     if encrypt:
-        writer.encrypt(algorithm="RC4-128", **encrypt)  # RC4 needs no `cryptography`
+        writer.encrypt(algorithm=algorithm, **encrypt)  # RC4 needs no `cryptography`, AES does
     buffer = io.BytesIO()
     writer.write(buffer)
     return buffer.getvalue()
@@ -222,6 +223,7 @@ def test_header_after_1024_bytes_is_not_a_pdf() -> None:
     with pytest.raises(DocumentError) as info:
         document_from_bytes(b"x" * 1025 + make_pdf(["late"]))
     assert "does not look like text or PDF" in info.value.message
+    assert "starts at byte 1025" in info.value.message and "tail -c +1026" in info.value.hint
 
 
 def test_empty_pages_keep_their_markers() -> None:
@@ -241,6 +243,71 @@ def test_empty_user_password_just_works(password: str | None) -> None:
     data = make_pdf(["Open to all"], user_password="", owner_password="owner")
     assert PdfReader(io.BytesIO(data)).is_encrypted
     assert document_from_bytes(data, password=password).text == "[Page 1]\nOpen to all"
+
+
+AES = ["AES-128", "AES-256"]
+
+
+@pytest.mark.parametrize("password", [None, "", "not-needed"])
+@pytest.mark.parametrize("algorithm", AES)
+def test_aes_pdf_with_only_an_owner_password_opens(algorithm: str, password: str | None) -> None:
+    data = make_pdf(["Open to all", "Second page"], algorithm, user_password="", owner_password="owner")
+    assert PdfReader(io.BytesIO(data)).is_encrypted
+    doc = document_from_bytes(data, password=password)
+    assert (doc.kind, doc.pages, doc.warnings) == ("pdf", 2, ())
+    assert doc.text == "[Page 1]\nOpen to all\n\n[Page 2]\nSecond page"
+
+
+@pytest.mark.parametrize("algorithm", AES)
+def test_aes_pdf_opens_with_user_or_owner_password(tmp_path: Path, algorithm: str) -> None:
+    data = make_pdf(["Secret text"], algorithm, user_password="pw", owner_password="own")
+    path = write(tmp_path, "locked.pdf", data)
+    assert load_document(path, password="pw").text == "[Page 1]\nSecret text"
+    assert load_document(path, password="own").text == "[Page 1]\nSecret text"
+
+
+@pytest.mark.parametrize(
+    ("password", "message"), [(None, "is encrypted"), ("", "is encrypted"), ("PW", "wrong")]
+)
+@pytest.mark.parametrize("algorithm", AES)
+def test_aes_pdf_without_its_password(
+    tmp_path: Path, algorithm: str, password: str | None, message: str
+) -> None:
+    path = write(tmp_path, "locked.pdf", make_pdf(["Secret"], algorithm, user_password="pw"))
+    with pytest.raises(DocumentError) as info:
+        load_document(path, password=password)
+    check_user_error(info.value, DocumentError, EXIT_RUNTIME)
+    assert message in info.value.message and "--password" in info.value.hint
+
+
+def test_aes_without_cryptography_is_a_clear_error(tmp_path: Path) -> None:
+    """AES-128 fails when pages are decrypted, AES-256 when the password is checked: both are clear."""
+    paths = [
+        str(write(tmp_path, f"{alg}.pdf", make_pdf(["Secret"], alg, user_password="", owner_password="o")))
+        for alg in AES
+    ]
+    code = (
+        "import sys\n"
+        "sys.modules['cryptography'] = sys.modules['Crypto'] = None  # neither crypto provider installed\n"
+        "from chunkqa.documents import load_document\n"
+        "from chunkqa.errors import DocumentError\n"
+        "for path in sys.argv[1:]:\n"
+        "    try:\n"
+        "        load_document(path)\n"
+        "    except DocumentError as exc:\n"
+        "        print(exc.message, '|', exc.hint)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, *paths], capture_output=True, text=True, check=True)
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and result.stderr == ""
+    for line in lines:
+        assert "needs an extra package to decrypt" in line and "pip install cryptography" in line
+
+
+def test_dependencies_cover_aes_html_and_legacy_text() -> None:
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    wanted = {"pypdf[crypto]>=4", "beautifulsoup4>=4.12", "charset-normalizer>=3"}
+    assert wanted <= set(pyproject["project"]["dependencies"])
 
 
 # --- text ------------------------------------------------------------------------------------
@@ -381,7 +448,7 @@ def test_empty_stdin() -> None:
     ("data", "detail"),
     [
         (b"abc\x00\x01\x02def", "NUL bytes"),
-        ("café".encode("latin-1"), "invalid UTF-8 at byte 3"),
+        ("café\x00".encode("latin-1"), "invalid UTF-8 at byte 3"),
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "invalid UTF-8 at byte 0"),
         (codecs.BOM_UTF16_LE + b"a\x00b", "invalid UTF-16"),
         ("no BOM".encode("utf-16-le"), "NUL bytes"),
@@ -484,7 +551,8 @@ def test_core_writes_nothing(tmp_path: Path, capfd: pytest.CaptureFixture[str]) 
 def test_import_is_cheap() -> None:
     code = (
         "import sys, chunkqa.documents.reader; "
-        "print(sorted(m for m in ('pypdf', 'torch', 'transformers', 'rich', 'typer') if m in sys.modules))"
+        "print(sorted(m for m in ('pypdf', 'bs4', 'charset_normalizer', 'cryptography', 'torch', "
+        "'transformers', 'rich', 'typer') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
