@@ -69,7 +69,13 @@ def fit_document(
     room = limit - framing - answer
     if len(document) <= room:
         return document, TokenBudget(len(document), framing, answer, limit)
-    if policy is None or room <= 0:
+    if room <= 0:  # no cut of the document can help: the question and answer alone are too long
+        raise DoesNotFitError(
+            f"the question and template ({framing:,} tokens) and the answer ({answer:,}) alone need "
+            f"{framing + answer:,} tokens, and the limit is {limit:,}: no room is left for the document",
+            hint="lower `max_new_tokens` or raise `max_context`",
+        )
+    if policy is None:
         raise DoesNotFitError(
             f"the prompt needs {len(document) + framing + answer:,} tokens (document {len(document):,}, "
             f"question and template {framing:,}, answer {answer:,}) but the limit is {limit:,}",

@@ -1,7 +1,14 @@
 """The errors chunkqa raises on purpose: each carries a one-line message, a hint and an exit code.
 
 The CLI prints `Error: <message>` and `Hint: <hint>` and exits with `exit_code`; library users catch
-`ChunkqaError` (or the standard base class each one also derives from).
+`ChunkqaError` (or the standard base class each one also derives from). A setting named in a message
+is written in backquotes (`max_context`); the CLI shows it as the flag (--max-context).
+
+Exit codes, one rule: 2 when the command line must change (a bad option, or a path that names
+nothing or the wrong kind of thing: a missing document or model folder, a folder given as a
+document); 1 when something that exists fails (a model that cannot load, a document that cannot be
+read, a package to install, the network, the device); 3 when the prompt or its memory does not fit;
+130 when interrupted.
 """
 
 from __future__ import annotations
@@ -55,8 +62,20 @@ class DocumentNotFound(DocumentError, FileNotFoundError):
     exit_code = EXIT_USAGE
 
 
+class NotADocument(DocumentError):
+    """A document path that names a folder."""
+
+    exit_code = EXIT_USAGE
+
+
 class ModelLoadError(ChunkqaError):
     """A model or tokenizer that cannot be loaded (unknown id, offline, bad files)."""
+
+
+class ModelNotFound(ModelLoadError):
+    """A model path that names nothing, or not a model (a folder without config.json, a stray file)."""
+
+    exit_code = EXIT_USAGE
 
 
 class DoesNotFitError(ChunkqaError):

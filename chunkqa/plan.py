@@ -15,7 +15,7 @@ from typing import Any
 
 from chunkqa.budget import (
     ELISION,
-    PREFILL_PIECE,
+    POLICIES,
     MemoryEstimate,
     TokenBudget,
     available_memory,
@@ -25,7 +25,7 @@ from chunkqa.budget import (
 )
 from chunkqa.documents import Document, combine_documents
 from chunkqa.engine.loading import ModelInfo, ModelSpec, load_tokenizer, resolve_model
-from chunkqa.engine.results import GenerationConfig
+from chunkqa.engine.results import PREFILL_PIECE, GenerationConfig
 from chunkqa.errors import DoesNotFitError, UsageError
 from chunkqa.methods.spec import MethodSpec, Resolved, pretraining_length, resolve_method
 from chunkqa.prompt import PromptBuilder, Turn
@@ -51,10 +51,17 @@ class Request:
         object.__setattr__(self, "documents", tuple(self.documents))
         if not self.documents:
             raise UsageError("no document given")
-        if self.prefill_chunk < 1:
-            raise UsageError(f"prefill_chunk must be at least 1, got {self.prefill_chunk}")
-        if self.max_context is not None and self.max_context < 1:
-            raise UsageError(f"max_context must be at least 1, got {self.max_context}")
+        check_options(max_context=self.max_context, truncate=self.truncate, prefill_chunk=self.prefill_chunk)
+
+
+def check_options(*, max_context: int | None, truncate: str | None, prefill_chunk: int) -> None:
+    """The budget settings a Request checks, callable before any document is read."""
+    if prefill_chunk < 1:
+        raise UsageError(f"`prefill_chunk` must be at least 1, got {prefill_chunk}")
+    if max_context is not None and max_context < 1:
+        raise UsageError(f"`max_context` must be at least 1, got {max_context}")
+    if truncate is not None and truncate not in POLICIES:
+        raise UsageError(f"unknown `truncate` policy {truncate!r}", hint=f"use one of {', '.join(POLICIES)}")
 
 
 @dataclass(frozen=True)

@@ -158,7 +158,7 @@ class DocCache:
         with contextlib.suppress(OSError):
             os.utime(path)  # last use, for eviction
         self.status = "hit"
-        self._event("hit", f"document cache: {len(prompt.prefix):,} prefix tokens loaded from {path}", path)
+        self._event("hit", f"document cache: reused the document's {len(prompt.prefix):,} tokens", path)
 
     def keep(self, session: Any, prompt: Any) -> None:
         """After the prefix was computed: hand it to a background writer.
@@ -217,7 +217,7 @@ class DocCache:
         except Exception as exc:  # a background thread must not die with a traceback on stderr
             self._event("failed", f"document cache: could not save ({type(exc).__name__}: {exc})")
             return
-        self._event("saved", f"document cache: saved {header['tokens']:,} prefix tokens to {path}", path)
+        self._event("saved", f"document cache: saved the document's {header['tokens']:,} tokens", path)
         if removed:
             self._event("evicted", f"document cache: removed {len(removed)} least recently used entries")
 

@@ -6,6 +6,7 @@ into a Request, decides what is shown where, and nothing else.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Annotated, Any
 
@@ -61,21 +62,22 @@ def ask(
 
     def body(console: Console, settings: Settings) -> int:
         from chunkqa.engine.parallel import share_call
+        from chunkqa.plan import Request
 
         sources, questions = split_args(args, question)
-        parallel = _parallel(tp)
-        documents = share_call(lambda: read_documents(sources, password), parallel)  # stdin: rank 0 only
-        if parallel is not None and not parallel.leader:
-            console = Console.silent()  # rank 0 prints; the others compute in lockstep
-        request = settings.request(
-            documents,
+        fields = settings.request_fields(
             model=model,
             method=method,
             prompt=prompt,
             generation=generation,
-            cache=None if parallel else cache,
+            cache=None if tp not in (None, 1) else cache,  # no disk cache under tensor parallelism
             password=password,
         )
+        parallel = _parallel(tp)
+        documents = share_call(lambda: read_documents(sources, password, console), parallel)  # rank 0 reads
+        if parallel is not None and not parallel.leader:
+            console = Console.silent()  # rank 0 prints; the others compute in lockstep
+        request = Request(documents=tuple(documents), **fields)
         return run_ask(request, questions, console, json_output=json_output, parallel=parallel)
 
     run(output, body)
@@ -118,7 +120,8 @@ def run_ask(
     from chunkqa.plan import make_plan
     from chunkqa.session import open_session
 
-    plan = make_plan(request, questions)
+    with console.status("reading and counting tokens"):
+        plan = make_plan(request, questions)
     for line in banner_lines(plan):
         console.info(line)
     if plan.method is None and plan.budget.total > plan.pretraining_length:
@@ -126,19 +129,28 @@ def run_ask(
             "the context is longer than the model's pretraining length and DCA is off: expect poor answers"
         )
     store = doc_cache(request.cache, plan)  # before the weights load: it may pin its buffers meanwhile
-    with stdout_to_stderr():
+    with console.status(f"loading {plan.model.spec.name}"), stdout_to_stderr():
         session = open_session(plan, parallel=parallel, store=store)
+    startup = time.perf_counter() - console.started
+    labelled = len(questions) > 1 and not json_output
     try:
         for index, question in enumerate(questions):
-            if index and not json_output:
-                console.answer_piece("\n")
-            text, stats = stream_answer(session, question, request.generation, console, echo=not json_output)
+            if labelled:
+                console.answer_piece(("\n" if index else "") + f"Q: {question}\nA: ")
+            text, stats = stream_answer(
+                session, question, request.generation, console, echo=not json_output,
+                on_first=lambda: report_cache(store, console),
+            )  # fmt: skip
             report_cache(store, console)
+            load = startup if index == 0 else None
             if json_output:
                 prefix = len(session.prompt(question, history=False).prefix)
-                console.json(answer_record(question, text, plan, session.loaded, stats, prefix))
+                record = answer_record(question, text, plan, session.loaded, stats, prefix)
+                if load is not None:
+                    record["timings"]["startup_seconds"] = round(load, 4)
+                console.json(record)
             else:
-                console.info(stats_line(stats))
+                console.info(stats_line(stats, load_seconds=load))
     finally:
         report_cache(store, console, wait=True)  # a save still being written finishes first
     return 0
@@ -163,13 +175,24 @@ def report_cache(cache: Any, console: Console, wait: bool = False) -> None:
 
 
 def stream_answer(
-    session: Any, question: str, config: Any, console: Console, *, echo: bool, history: bool = False
+    session: Any,
+    question: str,
+    config: Any,
+    console: Console,
+    *,
+    echo: bool,
+    history: bool = False,
+    on_first: Any = None,
 ) -> tuple[str, Any]:
-    """Prefill (with a progress bar on a terminal), then stream the answer to stdout when `echo`."""
+    """Prefill (with a progress bar on a terminal), then stream the answer to stdout when `echo`.
+
+    `on_first` runs once the prompt is read, before any of the answer is shown (cache messages)."""
     text = ""
     with console.progress("reading", 0) as update:
         steps = session.ask(question, config, history=history, on_progress=update)
         step = next(steps)
+    if on_first is not None:
+        on_first()
     try:
         while step.stats is None:
             text += step.text

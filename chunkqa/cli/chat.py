@@ -56,7 +56,7 @@ def chat(
 
         terminal = Terminal.open(stdin_is_document="-" in documents)  # fail before any work
         request = settings.request(
-            read_documents(documents, password),
+            lambda: read_documents(documents, password, console),
             model=model,
             method=method,
             prompt=prompt,

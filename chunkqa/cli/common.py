@@ -84,8 +84,8 @@ def describe_unexpected(exc: BaseException) -> tuple[str, str]:
     )
 
 
-def read_documents(sources: list[str], password: str | None) -> list[Any]:
-    """Documents from paths; '-' reads standard input (once)."""
+def read_documents(sources: list[str], password: str | None, console: Console | None = None) -> list[Any]:
+    """Documents from paths; '-' reads standard input (once). Their warnings go to the console."""
     from chunkqa.documents import document_from_bytes, load_document
 
     if sources.count("-") > 1:
@@ -101,6 +101,9 @@ def read_documents(sources: list[str], password: str | None) -> list[Any]:
             documents.append(document_from_bytes(sys.stdin.buffer.read(), password=password))
         else:
             documents.append(load_document(source, password=password))
+    for doc in documents if console is not None else ():
+        for warning in doc.warnings:
+            console.warn(f"{doc.name}: {warning}")
     return documents
 
 

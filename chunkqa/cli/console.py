@@ -38,6 +38,7 @@ class Console:
         self.rich = color == "always" or (color == "auto" and tty)
         self.color = self.rich and color != "never" and not (no_color and color != "always")
         self.interactive = tty
+        self.started = time.perf_counter()  # when the command began (load times count from here)
         self._rich_console = None
 
     @classmethod
@@ -81,6 +82,15 @@ class Console:
         else:
             self.err.write(text + "\n")
             self.err.flush()
+
+    @contextmanager
+    def status(self, label: str) -> Iterator[None]:
+        """A spinner with `label` on a terminal while something slow runs; nothing elsewhere."""
+        if self.quiet or not self.rich or not self.interactive:
+            yield
+            return
+        with self.rich_err.status(label, spinner="dots"):
+            yield
 
     @contextmanager
     def progress(self, label: str, total: int) -> Iterator[Any]:
@@ -150,9 +160,12 @@ def human_seconds(s: float) -> str:
     return f"{s * 1000:.0f} ms" if s < 1 else f"{s:.2f} s"
 
 
-def stats_line(stats: Any, show_reuse: bool = False) -> str:
-    """One line: context, prefill, decode, time to first token, peak memory per device."""
+def stats_line(stats: Any, show_reuse: bool = False, load_seconds: float | None = None) -> str:
+    """One line: context, prefill, decode, time to first token, peak memory per device (and the
+    start-up: imports, reading and the model load, when given)."""
     parts = [f"{stats.context_tokens:,} context tokens"]
+    if load_seconds is not None:
+        parts.append(f"start-up {human_seconds(load_seconds)}")
     if show_reuse or stats.reused_tokens:
         parts.append(f"{stats.reused_tokens:,} reused from cache, {stats.prefill_tokens:,} computed")
     parts.append(

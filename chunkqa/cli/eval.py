@@ -34,6 +34,14 @@ Data = Annotated[
     typer.Option("--data", help="A text or PDF to read (repeatable); default: the validation books."),
 ]
 Depths = Annotated[str, typer.Option("--depths", help="Needle depths: 0 = start, 1 = end.")]
+Layouts = Annotated[
+    str,
+    typer.Option(
+        "--layouts",
+        help="Pass-key prompt layouts, reported apart: lines (filler cut mid-sentence, lines joined by "
+        "newlines), sentences (whole sentences joined by spaces), prose (book text as filler).",
+    ),
+]
 Plot = Annotated[Path | None, typer.Option("--plot", help="Write the accuracy heatmap to this PNG.")]
 
 
@@ -64,18 +72,23 @@ def ppl(
 def passkey(
     trials: Trials = 20,
     seed: Seed = 0,
+    layouts: Layouts = "lines",
+    data: Data = None,
     *,
     model: ModelOptions,
     method: MethodOptions,
     run: RunOptions,
     output: OutputOptions,
 ) -> None:
-    """Pass-key retrieval (the ChunkLlama protocol): accuracy per length, greedy, seeded."""
+    """Pass-key retrieval (the ChunkLlama protocol): accuracy per length and layout, greedy, seeded."""
 
     def make() -> Any:
-        from chunkqa.evals.passkey import PasskeyEval
+        from chunkqa.evals.data import load_texts
+        from chunkqa.evals.passkey import PasskeyEval, make_layout
 
-        return PasskeyEval(trials, seed)
+        names = [name.strip() for name in layouts.split(",") if name.strip()]
+        texts = load_texts(data) if "prose" in names else ()
+        return PasskeyEval(trials, seed, tuple(make_layout(name, texts) for name in names))
 
     run_job(Job(model, method, run, make), output)
 

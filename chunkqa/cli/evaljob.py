@@ -119,7 +119,10 @@ def score_all(
         for record in run_cells(loaded, base, runs, cells, evaluation.score_cell, evaluation.kind, tick):
             records.append(record)
             on_record(record)
-            console.info(f"{record['setting']} · {record['length']:,} tokens · {evaluation.summary(record)}")
+            layout = f"{record['layout']} · " if record.get("layout") else ""
+            console.info(
+                f"{record['setting']} · {layout}{record['length']:,} tokens · {evaluation.summary(record)}"
+            )
     return records
 
 

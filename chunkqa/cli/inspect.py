@@ -43,14 +43,15 @@ def inspect(
         from chunkqa.cli.report import inspect_lines, inspect_record
         from chunkqa.plan import make_plan
 
-        docs = read_documents(documents, password)
-        request = settings.request(docs, model=model, method=method, prompt=prompt)
+        request = settings.request(
+            lambda: read_documents(documents, password, console), model=model, method=method, prompt=prompt
+        )
         plan = make_plan(request, [question], strict=False)
         if json_output:
             console.json(inspect_record(plan))
         else:
-            for line in inspect_lines(plan):
-                console.info(line)
+            for line in inspect_lines(plan):  # the report is this command's output: stdout
+                console.answer_piece(line + "\n")
         return 0 if plan.fits else EXIT_DOES_NOT_FIT
 
     run(output, body)

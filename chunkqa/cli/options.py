@@ -175,7 +175,8 @@ RepeatPenalty = Annotated[
     typer.Option(
         "--repeat-penalty",
         envvar="CHUNKQA_REPEAT_PENALTY",
-        help="Make the answer's last 64 tokens less likely to come again; 1 = off [the model's default, else 1.1].",
+        help="Make the answer's last 64 tokens less likely to come again; 1 = off "
+        "[the model's default, else 1.1].",
     ),
 ]
 Stop = Annotated[

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "stop": None,
     "seed": None,
     "max_context": None,
+    "truncate": None,
     "prefill_chunk": 4096,
     "template": None,
     "system": None,
@@ -183,9 +184,8 @@ class Settings:
             raise UsageError(f"`cache_min_tokens` must be >= 0, got {minimum}")
         return CacheOptions(self.cache_directory(), self.cache_size(), minimum)
 
-    def request(
+    def request_fields(
         self,
-        documents: Sequence[Any],
         *,
         model: Any,
         method: Any,
@@ -193,23 +193,37 @@ class Settings:
         generation: Any = None,
         cache: Any = None,
         password: str | None = None,
-    ) -> Any:
-        """The one frozen Request every command below the CLI receives."""
+    ) -> dict[str, Any]:
+        """Every Request field but the documents, each option checked: a usage error comes before any
+        document is read (a long PDF) or any heavy import."""
         from chunkqa.engine.results import GenerationConfig
-        from chunkqa.plan import Request
+        from chunkqa.plan import check_options
 
-        return Request(
-            documents=tuple(documents),
-            model=self.model_spec(model),
-            method=self.method_spec(method),
-            generation=self.generation(prompt, generation)
+        fields = {
+            "model": self.model_spec(model),
+            "method": self.method_spec(method),
+            "generation": self.generation(prompt, generation)
             if generation is not None
             else GenerationConfig(max_new_tokens=self.get("max_new_tokens", prompt.max_new_tokens)),
-            template=self.get("template", prompt.template),
-            system=self.get("system", prompt.system),
-            max_context=self.get("max_context", prompt.max_context),
-            truncate=prompt.truncate,
-            prefill_chunk=self.get("prefill_chunk", getattr(generation, "prefill_chunk", None)),
-            cache=self.cache_options(cache) if cache is not None else None,
-            password=password,
+            "template": self.get("template", prompt.template),
+            "system": self.get("system", prompt.system),
+            "max_context": self.get("max_context", prompt.max_context),
+            "truncate": self.get("truncate", prompt.truncate),
+            "prefill_chunk": self.get("prefill_chunk", getattr(generation, "prefill_chunk", None)),
+            "cache": self.cache_options(cache) if cache is not None else None,
+            "password": password,
+        }
+        check_options(
+            max_context=fields["max_context"],
+            truncate=fields["truncate"],
+            prefill_chunk=fields["prefill_chunk"],
         )
+        return fields
+
+    def request(self, documents: Callable[[], Sequence[Any]], **options: Any) -> Any:
+        """The one frozen Request every layer below the CLI receives; `documents()` is called once every
+        option has been checked."""
+        from chunkqa.plan import Request
+
+        fields = self.request_fields(**options)
+        return Request(documents=tuple(documents()), **fields)

@@ -20,7 +20,7 @@ from typing import Literal
 from chunkqa.documents.encoding import decode_text
 from chunkqa.documents.markup import declared_charset, html_text, looks_like_html
 from chunkqa.documents.pdf import HEADER_WINDOW, extract_pages, join_pages, pdf_header_offset
-from chunkqa.errors import DocumentError, DocumentNotFound
+from chunkqa.errors import DocumentError, DocumentNotFound, NotADocument
 
 __all__ = ["Document", "DocumentKind", "combine_documents", "document_from_bytes", "load_document"]
 
@@ -100,7 +100,7 @@ def _read_file(source: str) -> bytes:
     except FileNotFoundError as exc:
         raise DocumentNotFound(f"no such file: {label}", hint=_not_found_hint(source, label)) from exc
     except IsADirectoryError as exc:
-        raise DocumentError(
+        raise NotADocument(
             f"{label} is a directory, not a document",
             hint=f"Pass the files inside it instead, e.g. {label}/*.pdf",
         ) from exc

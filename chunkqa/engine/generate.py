@@ -33,15 +33,14 @@ END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoft
 
 
 def penalize(logits: torch.Tensor, recent: Sequence[int], penalty: float) -> torch.Tensor:
-    """Logits [V] with the tokens in `recent` made less likely: positive logits divided by the penalty,
-    negative ones multiplied (the CTRL rule, as transformers and llama.cpp apply it)."""
+    """Logits [V] with the tokens in `recent` made less likely by transformers' repetition penalty:
+    positive logits divided by the penalty, negative ones multiplied (the CTRL rule)."""
     if penalty == 1.0 or not recent:
         return logits
-    ids = torch.tensor(sorted(set(recent)), device=logits.device)
-    picked = logits[ids]
-    out = logits.clone()
-    out[ids] = torch.where(picked > 0, picked / penalty, picked * penalty)
-    return out
+    from transformers import RepetitionPenaltyLogitsProcessor
+
+    ids = torch.tensor([list(recent)], device=logits.device)  # [1, n]
+    return RepetitionPenaltyLogitsProcessor(penalty)(ids, logits[None])[0]
 
 
 def sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> int:

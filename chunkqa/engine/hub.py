@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chunkqa.errors import ModelLoadError
+from chunkqa.errors import ModelLoadError, ModelNotFound
 
 BUNDLED = {"tiny": Path(__file__).resolve().parent.parent / "assets" / "tiny"}  # chunkqa's demo model
 
@@ -42,6 +42,10 @@ INSTALLED = {
     ),
 }
 HUB_HOST = ("huggingface.co", 443)
+ACCEPTED = (
+    "chunkqa reads a model folder as save_pretrained writes it (config.json, tokenizer files and "
+    "*.safetensors or *.bin weights), a .gguf file, a hub id like org/model, or tiny / smollm2"
+)
 
 
 @dataclass(frozen=True)
@@ -93,13 +97,10 @@ def resolve_source(name: str, gguf_file: str | None = None) -> Source:
     if path.is_dir():
         return Source(str(path), _gguf_in(path, gguf_file))
     if path.exists():
-        raise ModelLoadError(
-            f"{name} is a file, not a model directory or a .gguf file",
-            hint="pass the folder holding config.json, or a .gguf file",
-        )
+        raise ModelNotFound(f"{name} is a file, not a model directory or a .gguf file", hint=ACCEPTED)
     looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep == "\\"
     if looks_like_path:
-        raise ModelLoadError(
+        raise ModelNotFound(
             f"no such model directory or file: {name}", hint="check the path, or pass a hub id like org/model"
         )
     return Source(name, gguf_file)
@@ -110,9 +111,20 @@ def _gguf_in(folder: Path, gguf_file: str | None) -> str | None:
     if gguf_file is not None:
         if not (folder / gguf_file).is_file():
             found = ", ".join(sorted(p.name for p in folder.glob("*.gguf"))) or "none"
-            raise ModelLoadError(f"no GGUF file {gguf_file!r} in {folder}", hint=f"GGUF files there: {found}")
+            raise ModelNotFound(f"no GGUF file {gguf_file!r} in {folder}", hint=f"GGUF files there: {found}")
         return gguf_file
     ggufs = sorted(p.name for p in folder.glob("*.gguf"))
+    if not (folder / "config.json").exists() and not ggufs:
+        found = sorted(p.name for p in folder.iterdir())[:6]
+        raise ModelNotFound(
+            f"{folder} is not a model folder: it has no config.json"
+            + (
+                f" (it holds {', '.join(found)}{', ...' if len(found) == 6 else ''})"
+                if found
+                else " (it is empty)"
+            ),
+            hint=ACCEPTED,
+        )
     if not (folder / "config.json").exists() and ggufs:
         if len(ggufs) == 1:
             return ggufs[0]
@@ -192,6 +204,11 @@ def _call(loader: Any, source: str, what: str, kwargs: dict, local: bool) -> Any
             "type (Q8_0, Q4_K_M, F16) with llama.cpp's llama-quantize, or use the model's safetensors",
         ) from None
     except (OSError, ValueError, KeyError) as exc:
+        if "trust_remote_code" in str(exc):
+            raise ModelLoadError(
+                f"{source!r} needs to run code of its own to load (its config names custom classes)",
+                hint="if you trust its code, add `trust_remote_code`",
+            ) from None
         where = "directory" if local else "hub model"
         shown = f"{source}/{kwargs['gguf_file']}" if kwargs.get("gguf_file") else source
         raise ModelLoadError(f"cannot load {what} from {where} {shown!r}: {_first_line(exc)}") from None

@@ -8,6 +8,7 @@ settings. Nothing is resolved twice: the plan hands its ModelInfo and method set
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,7 @@ from chunkqa.errors import UsageError
 
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-1.7B-Instruct"  # Apache-2.0, Llama architecture, 8k native window
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,9 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
-            raise UsageError(f"unknown dtype {self.dtype!r}", hint=f"choose one of {', '.join(DTYPES)}")
+            raise UsageError(f"unknown `dtype` {self.dtype!r}", hint=f"choose one of {', '.join(DTYPES)}")
+        if not DEVICE.fullmatch(self.device):
+            raise UsageError(f"unknown `device` {self.device!r}", hint="use auto, cpu, cuda, cuda:N or mps")
 
     def pretrained_kwargs(self) -> dict[str, Any]:
         return {"revision": self.revision, "trust_remote_code": self.trust_remote_code}

@@ -1,11 +1,17 @@
 """The pass-key retrieval protocol of ChunkLlama / landmark attention: prompts, calibration, scoring.
 
-A prompt is five lines joined by "\\n": the task sentence, filler, the key line, filler, and the
-question. Filler is the garbage paragraph repeated (joined by spaces) and cut to a number of
-characters; the filler's total length is calibrated per target length L with the model's tokenizer
-so that a prompt (depth 0.5, a five-digit key) has at most L tokens. Trial i of a run with seed S
-draws from random.Random(S + i): the key (uniform in 1..50000), then the depth (uniform in [0, 1)),
-which puts round(depth * filler) characters before the key line and the rest after it.
+A prompt is the task sentence, filler, the key line, filler, and the question, in one of three
+layouts (a small model's retrieval depends on layout, so they are reported apart):
+  lines      five lines joined by "\\n"; filler is the garbage paragraph repeated and cut to a number
+             of characters (mid-sentence): chunkqa's original layout;
+  sentences  the classic layout (landmark attention, LongLM): everything joined by spaces, filler in
+             whole garbage sentences;
+  prose      as `sentences`, but the filler is real book text (the validation books), cut at sentence
+             ends, so the key sits among ordinary prose.
+The filler's total size is calibrated per target length L with the model's tokenizer so that a
+prompt (depth 0.5, a five-digit key) has at most L tokens. Trial i of a run with seed S draws from
+random.Random(S + i): the key (uniform in 1..50000), then the depth (uniform in [0, 1)), which puts
+round(depth * filler) units of filler before the key line and the rest after it.
 The model sees [BOS if its tokenizer adds one] + the prompt's ids without special tokens.
 
 Scoring: greedy decoding of len(ids(" " + key)) + 2 tokens. A trial is correct when the generated
@@ -37,15 +43,55 @@ EXTRA_TOKENS = 2  # generated past the key's length, to see whether the digits s
 MISSES_KEPT = 5  # wrong answers kept in a record
 
 
+LAYOUTS = ("lines", "sentences", "prose")
+GARBAGE_SENTENCES = tuple(s.strip() + "." for s in GARBAGE.split(".") if s.strip())
+
+
 def garbage(chars: int) -> str:
     """The first `chars` characters of the garbage paragraph repeated without end."""
     copies = chars // (len(GARBAGE) + 1) + 1
     return " ".join([GARBAGE] * copies)[:chars]
 
 
+@dataclass(frozen=True)
+class Layout:
+    """How a pass-key prompt is laid out; filler is measured in `unit`s (characters or sentences)."""
+
+    name: str
+    sentences: tuple[str, ...] = GARBAGE_SENTENCES  # the filler's sentences, cycled (prose: a book's)
+
+    def filler(self, units: int, start: int = 0) -> str:
+        if self.name == "lines":
+            return garbage(units)
+        count = len(self.sentences)
+        return " ".join(self.sentences[(start + i) % count] for i in range(units))
+
+    def prompt(self, key: int, before: int, after: int) -> str:
+        parts = (TASK, self.filler(before), KEY_LINE.format(key=key), self.filler(after, before), QUESTION)
+        return ("\n" if self.name == "lines" else " ").join(p for p in parts if p)
+
+
 def passkey_prompt(key: int, prefix_chars: int, suffix_chars: int) -> str:
-    lines = (TASK, garbage(prefix_chars), KEY_LINE.format(key=key), garbage(suffix_chars), QUESTION)
-    return "\n".join(lines)
+    """The `lines` layout (the original)."""
+    return Layout("lines").prompt(key, prefix_chars, suffix_chars)
+
+
+def prose_sentences(text: str, limit: int = 20000) -> tuple[str, ...]:
+    """The first `limit` sentences of a text, each on one line of its own (white space folded)."""
+    flat = " ".join(text.split())
+    found = re.findall(r"[^.!?]+[.!?]+[\"')\u201d\u2019]?", flat)
+    return tuple(s.strip() for s in found[:limit] if len(s.strip()) > 1)
+
+
+def make_layout(name: str, texts: Sequence[Any] = ()) -> Layout:
+    if name not in LAYOUTS:
+        raise UsageError(f"unknown pass-key layout {name!r}", hint=f"use {', '.join(LAYOUTS)}")
+    if name == "prose":
+        sentences = tuple(s for text in texts for s in prose_sentences(text.text))
+        if not sentences:
+            raise UsageError("the prose layout needs texts (the validation books, or --data)")
+        return Layout(name, sentences)
+    return Layout(name)
 
 
 def split_filler(filler: int, depth: float) -> tuple[int, int]:
@@ -80,13 +126,14 @@ def largest_fitting(count: Callable[[int], int], target: int, high: int) -> int:
     return low
 
 
-def calibrate(tokenizer: Any, length: int) -> int:
-    """Characters of filler so that a prompt of the protocol has at most `length` tokens."""
+def calibrate(tokenizer: Any, length: int, layout: Layout | None = None) -> int:
+    """Units of filler so that a prompt of the protocol has at most `length` tokens."""
     bos = bos_ids(tokenizer)
+    layout = layout or Layout("lines")
 
     def count(filler: int) -> int:
         before, after = split_filler(filler, 0.5)
-        return len(bos) + len(encode(tokenizer, passkey_prompt(CALIBRATION_KEY, before, after)))
+        return len(bos) + len(encode(tokenizer, layout.prompt(CALIBRATION_KEY, before, after)))
 
     bare = count(0)
     if bare >= length:
@@ -97,19 +144,22 @@ def calibrate(tokenizer: Any, length: int) -> int:
     return largest_fitting(count, length, 16 * length)
 
 
-def make_trial(tokenizer: Any, filler: int, seed: int) -> PasskeyTrial:
+def make_trial(tokenizer: Any, filler: int, seed: int, layout: Layout | None = None) -> PasskeyTrial:
     rng = random.Random(seed)
     key = rng.randint(*KEY_RANGE)
     depth = rng.random()
     before, after = split_filler(filler, depth)
-    ids = (*bos_ids(tokenizer), *encode(tokenizer, passkey_prompt(key, before, after)))
+    prompt = (layout or Layout("lines")).prompt(key, before, after)
+    ids = (*bos_ids(tokenizer), *encode(tokenizer, prompt))
     return PasskeyTrial(seed, key, depth, ids, tuple(encode(tokenizer, f" {key}")))
 
 
-def make_trials(tokenizer: Any, length: int, trials: int, seed: int) -> list[PasskeyTrial]:
-    """Trials seed, seed + 1, ... at one target length (the same for every DCA setting)."""
-    filler = calibrate(tokenizer, length)
-    return [make_trial(tokenizer, filler, seed + i) for i in range(trials)]
+def make_trials(
+    tokenizer: Any, length: int, trials: int, seed: int, layout: Layout | None = None
+) -> list[PasskeyTrial]:
+    """Trials seed, seed + 1, ... at one target length (the same for every setting)."""
+    filler = calibrate(tokenizer, length, layout)
+    return [make_trial(tokenizer, filler, seed + i, layout) for i in range(trials)]
 
 
 def _digits_stop(text: str, key: int) -> bool:
@@ -127,14 +177,17 @@ def score(tokenizer: Any, trial: PasskeyTrial, generated: Sequence[int]) -> tupl
     return exact or digits, exact
 
 
-def cells(tokenizer: Any, lengths: Sequence[int], trials: int, seed: int) -> list[Any]:
-    """One cell per length; the same trials for every setting."""
+def cells(
+    tokenizer: Any, lengths: Sequence[int], trials: int, seed: int, layouts: Sequence[Layout] = ()
+) -> list[Any]:
+    """One cell per layout and length; the same trials for every setting."""
     from chunkqa.evals.runner import Cell
 
     out = []
-    for length in lengths:
-        items = make_trials(tokenizer, length, trials, seed)
-        out.append(Cell(length, tuple(items), sum(len(t.ids) for t in items)))
+    for layout in layouts or (Layout("lines"),):
+        for length in lengths:
+            items = make_trials(tokenizer, length, trials, seed, layout)
+            out.append(Cell(length, tuple(items), sum(len(t.ids) for t in items), variant=layout.name))
     return out
 
 
@@ -179,14 +232,17 @@ class PasskeyEval:
 
     trials: int
     seed: int
+    layouts: tuple[Layout, ...] = (Layout("lines"),)
     kind: str = "passkey"
 
     @property
     def describe(self) -> str:
-        return f"pass key · {self.trials} trials per length, seeds {self.seed}..{self.seed + self.trials - 1}"
+        seeds = f"seeds {self.seed}..{self.seed + self.trials - 1}"
+        layouts = ", ".join(layout.name for layout in self.layouts)
+        return f"pass key · {self.trials} trials per length and layout ({layouts}), {seeds}"
 
     def cells(self, loaded: Any, lengths: Sequence[int]) -> list[Any]:
-        return cells(loaded.tokenizer, lengths, self.trials, self.seed)
+        return cells(loaded.tokenizer, lengths, self.trials, self.seed, self.layouts)
 
     @staticmethod
     def score_cell(run: Any, cell: Any, tick: Callable[[int], None]) -> dict[str, Any]:

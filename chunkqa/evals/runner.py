@@ -27,6 +27,7 @@ class Cell:
     items: tuple[Any, ...]
     tokens: int  # tokens fed to the model for all items, for progress
     depth: float | None = None
+    variant: str | None = None  # e.g. the pass-key layout
 
 
 def load_once(spec: Any, base: Any, settings: Sequence[Setting]) -> Any:
@@ -138,7 +139,10 @@ def run_cells(
     for setting in settings:
         with applied(loaded, base, setting) as run:
             for cell in cells:
-                yield record(kind, run, setting, cell.length, pretraining, **scorer(run, cell, tick))
+                fields = scorer(run, cell, tick)
+                if cell.variant is not None:
+                    fields = {"layout": cell.variant, **fields}
+                yield record(kind, run, setting, cell.length, pretraining, **fields)
 
 
 def total_tokens(cells: Sequence[Cell], settings: Sequence[Setting]) -> int:

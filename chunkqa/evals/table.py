@@ -33,21 +33,29 @@ def format_value(record: dict[str, Any]) -> str:
 
 
 def metric_table(records: Sequence[dict[str, Any]]) -> str:
-    """ppl or passkey records: a row per length, a column per setting."""
+    """ppl or passkey records: a row per length (and layout), a column per setting."""
     settings = unique([r["setting"] for r in records])
+    present = {(r.get("layout"), r["length"]) for r in records}
     lengths = sorted(unique([r["length"] for r in records]))
-    by_key = {(r["setting"], r["length"]): r for r in records}
+    rows_of = [
+        (lay, n) for lay in unique([r.get("layout") for r in records]) for n in lengths if (lay, n) in present
+    ]
+    by_key = {(r["setting"], r.get("layout"), r["length"]): r for r in records}
     show_tokens = any(r["mean_tokens"] != r["length"] for r in records)
-    header = ["length", "x P", *(["tokens"] if show_tokens else []), *settings]
+    show_layout = any(layout is not None for layout, _ in rows_of)
+    header = [*(["layout"] if show_layout else []), "length", "x P", *(["tokens"] if show_tokens else [])]
     rows = []
-    for length in lengths:
-        first = next(r for r in records if r["length"] == length)
-        row = [str(length), f"{first['extension']:g}"]
+    for layout, length in rows_of:
+        first = next(r for r in records if r["length"] == length and r.get("layout") == layout)
+        row = [*([layout] if show_layout else []), str(length), f"{first['extension']:g}"]
         if show_tokens:
             row.append(f"{first['mean_tokens']:g}")
-        row += [format_value(by_key[s, length]) if (s, length) in by_key else "-" for s in settings]
+        row += [
+            format_value(by_key[s, layout, length]) if (s, layout, length) in by_key else "-"
+            for s in settings
+        ]
         rows.append(row)
-    return aligned(header, rows)
+    return aligned([*header, *settings], rows)
 
 
 def needle_table(records: Sequence[dict[str, Any]]) -> str:

@@ -56,7 +56,7 @@ def test_settings_become_the_library_objects(cli_models):
 
     doc = document_from_bytes(b"Some text.")
     request = settings.request(
-        [doc],
+        lambda: [doc],
         model=ModelOptions(model="tiny"),
         method=MethodOptions(chunk_size=100),
         prompt=PromptOptions(template="summary"),
@@ -69,7 +69,7 @@ def test_settings_become_the_library_objects(cli_models):
     assert request.template == "summary" and request.prefill_chunk == 256
     assert request.cache.min_tokens == 2048 and request.cache.max_bytes == 20 * 2**30
     no_cache = settings.request(
-        [doc],
+        lambda: [doc],
         model=ModelOptions(),
         method=MethodOptions(no_dca=True),
         prompt=PromptOptions(),

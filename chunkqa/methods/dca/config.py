@@ -134,6 +134,13 @@ def resolve_config(
         length, chunk, window = pretraining_length, None, None
         if isinstance(length, int) and not isinstance(length, bool) and length > 0:
             chunk, window = length * 3 // 4, length // 8
+            if (chunk_size is None and chunk < 2) or (local_window is None and window < 1):
+                raise DCAConfigError(
+                    f"`pretraining_length` {length} is too small for DCA: its chunk size "
+                    f"(3P/4 = {chunk}) and local window (P/8 = {window}) must be positive",
+                    hint="give the length the model was trained at (at least 16), or also "
+                    "`chunk_size` and `local_window`",
+                )
     return DCAConfig(
         pretraining_length=length,
         chunk_size=chunk_size if chunk_size is not None else chunk,
