@@ -82,7 +82,7 @@ def masked_selfextend_attention(
     # the query heads of one KV head stacked: [B, H, n, D] -> [B, Hkv, G*n, D], per variant
     qn = q2[:, :, :, 0].reshape(batch, kv_heads, groups * n, dim)
     qg = q2[:, :, :, 1].reshape(batch, kv_heads, groups * n, dim)
-    alone = len(plan.blocks) == 1 and not with_lse
+    alone = len(plan.blocks) == 1 and lo == 0 and not with_lse  # every query sees key 0
     parts = [_block(qn, qg, k, v, block, scale, groups, n, alone) for block in plan.blocks]
     out = parts[0][0] if len(parts) == 1 else merge(parts)  # [B, Hkv, G*n, D]
     out = out.reshape(batch, heads, n, dim).to(q2.dtype)
@@ -102,7 +102,7 @@ def _block(qn, qg, k, v, block, scale: float, groups: int, n: int, alone: bool):
     shape = (batch, kv_heads, groups, n, hi - lo)
     scores = torch.where(neighbor, near.view(shape), far.view(shape)) * scale  # [B, Hkv, G, n, m]
     scores = scores.masked_fill(hidden, float("-inf")).reshape(batch, kv_heads, groups * n, hi - lo)
-    if alone:  # every query sees at least key 0 here: a plain softmax, no log-sum-exp to merge
+    if alone:  # a plain softmax, no log-sum-exp to merge
         probs, lse = torch.softmax(scores, dim=-1), None
     else:
         lse = torch.logsumexp(scores, dim=-1)  # [B, Hkv, G*n]; -inf where a query sees no key here
