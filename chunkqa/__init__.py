@@ -7,7 +7,7 @@ that `import chunkqa` (and `chunkqa --help`) stays fast: torch loads only when a
 
 Layers, top to bottom: `cli` (the command line) > `evals` > `chat`, `api` > `session` > `plan`
 (with `prompt`, `budget`) > `engine` (loading, generation, KV cache), `cache` (documents' KV on
-disk), `documents` > `methods` (DCA: plain tensor code) > `errors`.
+disk), `documents` > `methods` (DCA, SelfExtend: plain tensor code) > `errors`.
 """
 
 from __future__ import annotations
@@ -49,6 +49,9 @@ _EXPORTS = {
     "DCAHandle": "chunkqa.methods.dca",
     "DCAConfig": "chunkqa.methods.dca",
     "resolve_config": "chunkqa.methods.dca",
+    "apply_selfextend": "chunkqa.methods.selfextend",
+    "SelfExtendHandle": "chunkqa.methods.selfextend",
+    "SelfExtendConfig": "chunkqa.methods.selfextend",
     # errors
     "ChunkqaError": "chunkqa.errors",
     "UsageError": "chunkqa.errors",

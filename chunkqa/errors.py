@@ -44,6 +44,10 @@ class DCAConfigError(UsageError):
     """DCA settings that cannot work (w >= c, c > P, non-positive values)."""
 
 
+class SelfExtendConfigError(UsageError):
+    """SelfExtend settings that cannot work (W >= P, non-positive values)."""
+
+
 class UnsupportedModelError(ChunkqaError, ValueError):
     """A model whose architecture DCA cannot patch."""
 

@@ -12,8 +12,11 @@ from typing import Any
 
 from chunkqa.errors import UsageError
 from chunkqa.methods.dca.config import DCAConfig, default_settings, parse_logit_scale, resolve_config
+from chunkqa.methods.selfextend.config import SelfExtendConfig
+from chunkqa.methods.selfextend.config import resolve_config as resolve_selfextend
 
-METHODS = ("dca", "none")
+METHODS = ("dca", "selfextend", "none")
+_OWN = {"dca": ("chunk_size", "local_window"), "selfextend": ("group_size", "window")}  # per-method fields
 
 
 @dataclass(frozen=True)
@@ -24,24 +27,36 @@ class MethodSpec:
     pretraining_length: int | None = None  # P
     chunk_size: int | None = None  # DCA's c
     local_window: int | None = None  # DCA's w
-    logit_scale: str | float = "auto"
+    logit_scale: str | float = "auto"  # DCA's logit scale (SelfExtend has none)
+    group_size: int | None = None  # SelfExtend's G
+    window: int | None = None  # SelfExtend's W
     kernel: str = "auto"  # the attention kernel ("auto": the fastest that works here)
 
     def __post_init__(self) -> None:
         if self.name not in METHODS:
             raise UsageError(f"unknown method {self.name!r}", hint=f"choose one of {', '.join(METHODS)}")
-        for name in ("pretraining_length", "chunk_size", "local_window"):
+        for name in ("pretraining_length", "chunk_size", "local_window", "group_size", "window"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
                 raise UsageError(f"`{name}` must be a positive whole number, got {value!r}")
         object.__setattr__(self, "logit_scale", parse_logit_scale(self.logit_scale))
+        if self.name == "selfextend" and self.logit_scale != "auto":
+            given = ["logit_scale"]
+        else:
+            given = [n for m, fields in _OWN.items() if m != self.name for n in fields if getattr(self, n)]
+        if given and self.enabled:  # another method's setting: refused, not silently dropped
+            owner = "dca" if given[0] in ("logit_scale", *_OWN["dca"]) else "selfextend"
+            raise UsageError(
+                f"`{given[0]}` is a setting of {owner}, not of {self.name}",
+                hint=f"leave it out, or choose the method {owner!r}",
+            )
 
     @property
     def enabled(self) -> bool:
         return self.name != "none"
 
 
-Resolved = DCAConfig | None  # a method's resolved settings (None: the model runs as it is)
+Resolved = DCAConfig | SelfExtendConfig | None  # a method's resolved settings (None: the model as it is)
 
 
 def pretraining_length(model_config: Any, override: int | None = None) -> int:
@@ -49,13 +64,22 @@ def pretraining_length(model_config: Any, override: int | None = None) -> int:
     return override if override is not None else default_settings(model_config)[0]
 
 
-def resolve_method(spec: MethodSpec, model_config: Any) -> Resolved:
-    """The method's settings for this model (architecture checked), or None for no method."""
+def resolve_method(spec: MethodSpec, model_config: Any, target_length: int | None = None) -> Resolved:
+    """The method's settings for this model (architecture checked), or None for no method.
+
+    `target_length`: the longest sequence the caller will run (prompt and answer), when known.
+    SelfExtend derives the G and W not given from it (chunkqa.methods.selfextend.config.defaults:
+    the smallest G keeping W + (N - W) / G within P / 2, W = P // 4); without it, the reference
+    code's defaults G = 8, W = P // 4. DCA's defaults do not depend on it.
+    """
     if not spec.enabled:
         return None
     from chunkqa.methods.adapters import check_architecture
 
     check_architecture(model_config)
+    if spec.name == "selfextend":
+        p = pretraining_length(model_config, spec.pretraining_length)
+        return resolve_selfextend(p, spec.group_size, spec.window, target_length)
     return resolve_config(
         model_config, spec.pretraining_length, spec.chunk_size, spec.local_window, spec.logit_scale
     )
@@ -65,6 +89,10 @@ def apply_method(model: Any, resolved: Resolved, *, kernel: str = "auto") -> Any
     """Patch the model with resolved settings; the handle (None when there is no method)."""
     if resolved is None:
         return None
+    if isinstance(resolved, SelfExtendConfig):
+        from chunkqa.methods.selfextend.patch import apply_selfextend
+
+        return apply_selfextend(model, kernel=kernel, config=resolved)
     from chunkqa.methods.dca.patch import apply_dca
 
     return apply_dca(model, kernel=kernel, config=resolved)
