@@ -124,10 +124,10 @@ class Shape:
         )
 
 
-def kv_bytes_per_token(config: Any, dtype_bytes: int) -> int:
-    """Key + value bytes one token adds to the cache, over all layers."""
+def kv_bytes_per_token(config: Any, dtype_bytes: int, key_copies: int = 1) -> int:
+    """Key + value bytes one token adds to the cache, over all layers (SelfExtend keeps 2 key copies)."""
     s = Shape.of(config)
-    return 2 * s.layers * s.kv_heads * s.head_dim * dtype_bytes
+    return (key_copies + 1) * s.layers * s.kv_heads * s.head_dim * dtype_bytes
 
 
 def weight_bytes(config: Any, dtype_bytes: int) -> int:
@@ -151,12 +151,17 @@ def activation_bytes(config: Any, tokens: int, dtype_bytes: int, piece: int = PR
 
 
 def estimate_memory(
-    config: Any, tokens: int, dtype_bytes: int, available: int | None, weights_loaded: bool = False
+    config: Any,
+    tokens: int,
+    dtype_bytes: int,
+    available: int | None,
+    weights_loaded: bool = False,
+    key_copies: int = 1,
 ) -> MemoryEstimate:
     return MemoryEstimate(
         tokens,
         weight_bytes(config, dtype_bytes),
-        kv_bytes_per_token(config, dtype_bytes) * tokens,
+        kv_bytes_per_token(config, dtype_bytes, key_copies) * tokens,
         activation_bytes(config, tokens, dtype_bytes),
         available,
         weights_loaded,
@@ -187,16 +192,18 @@ def default_max_context(
     config: Any,
     dtype_bytes: int,
     available: int | None,
-    dca: bool,
+    cap: int | None,
     pretraining: int,
     weights_loaded: bool = False,
+    key_copies: int = 1,
 ) -> int:
-    """The longest context that fits in memory (90% of what is free); the pretraining length without DCA."""
-    if not dca:
-        return pretraining
+    """The limit when none is given: `cap` when the method has one (the window without DCA, SelfExtend's
+    longest sequence), else the longest context that fits in memory (90 % of what is free)."""
+    if cap is not None:
+        return cap
     if available is None:
         return 32 * pretraining
     spare = 0.9 * available - (0 if weights_loaded else weight_bytes(config, dtype_bytes))
     spare -= activation_bytes(config, PREFILL_PIECE, dtype_bytes)
-    tokens = int(spare // kv_bytes_per_token(config, dtype_bytes))
+    tokens = int(spare // kv_bytes_per_token(config, dtype_bytes, key_copies))
     return max(pretraining, min(tokens, MAX_DEFAULT_CONTEXT))

@@ -27,6 +27,7 @@ from chunkqa.documents import Document, combine_documents
 from chunkqa.engine.loading import ModelInfo, ModelSpec, load_tokenizer, resolve_model
 from chunkqa.engine.results import PREFILL_PIECE, GenerationConfig
 from chunkqa.errors import DoesNotFitError, UsageError
+from chunkqa.methods.ropescale import scaled_config
 from chunkqa.methods.spec import MethodSpec, Resolved, pretraining_length, resolve_method
 from chunkqa.prompt import PromptBuilder, Turn
 
@@ -102,6 +103,13 @@ class Plan:
         return self.budget.total <= self.budget.limit and self.memory.fits
 
 
+def model_facts(request: Request) -> ModelInfo:
+    """The model's facts for a request: config, device, dtype, and the config's RoPE scaled when asked."""
+    info = resolve_model(request.model)
+    rope = request.method.rope
+    return info.with_config(scaled_config(info.config, rope)) if rope is not None else info
+
+
 def make_plan(
     request: Request,
     questions: Sequence[str],
@@ -117,16 +125,20 @@ def make_plan(
     `model` and `tokenizer` reuse what an earlier plan resolved (a chat switching documents);
     `weights_loaded`: the weights already sit in memory, so free memory is not reduced by them again.
     """
-    model = model or resolve_model(request.model)
-    method = resolve_method(request.method, model.config)
-    p = method.pretraining_length if method is not None else pretraining_length(model.config)
+    model = model or model_facts(request)
     builder = PromptBuilder(tokenizer or load_tokenizer(model), request.template, request.system)
     doc_ids = builder.encode_document(combine_documents(request.documents))
     framing = max(sum(len(part) for part in builder.frame([Turn(q)])) for q in questions)
-    free = available_memory(model.device)
     answer = request.generation.max_new_tokens
+    wanted = len(doc_ids) + framing + answer
+    method = resolve_method(request.method, model.config, target_length=request.max_context or wanted)
+    p = pretraining_length(model.config, request.method.pretraining_length)
+    p = method.pretraining_length if method is not None else p
+    copies = getattr(method, "key_copies", 1)
+    free = available_memory(model.device)
+    cap = p if method is None else method.max_length  # DCA: none (memory decides)
     limit = request.max_context or default_max_context(
-        model.text_config, model.dtype_bytes, free, method is not None, p, weights_loaded=weights_loaded
+        model.text_config, model.dtype_bytes, free, cap, p, weights_loaded=weights_loaded, key_copies=copies
     )
     try:
         kept, budget = fit_document(
@@ -136,13 +148,15 @@ def make_plan(
         if strict:
             raise
         kept, budget = doc_ids, TokenBudget(len(doc_ids), framing, answer, limit)
-    memory = estimate_memory(model.text_config, budget.total, model.dtype_bytes, free, weights_loaded)
+    memory = estimate_memory(
+        model.text_config, budget.total, model.dtype_bytes, free, weights_loaded, key_copies=copies
+    )
     plan = Plan(request, model, method, p, builder, tuple(kept), len(doc_ids), budget, memory)
     if strict and not memory.fits:
         raise DoesNotFitError(
             f"{budget.total:,} tokens need about {_gib(memory.total)} ({_gib(memory.weights)} weights, "
             f"{_gib(memory.kv_cache)} KV cache) but {model.device} has {_gib(memory.available or 0)} free",
-            hint="lower max_context or truncate the document; or use dtype bfloat16 or a GPU",
+            hint="lower `max_context` or cut the document with `truncate`; or use `dtype` bfloat16 or a GPU",
         )
     return plan
 

@@ -73,6 +73,7 @@ def test_llama3_8b_memory_estimate():
     assert est.kv_cache == 4 * 2**30  # 32k tokens x 128 KiB
     assert est.fits and est.total == est.weights + est.kv_cache + est.activations
     assert not estimate_memory(LLAMA3_8B, 1_000_000, 2, available=80 * 2**30).fits
+    assert estimate_memory(LLAMA3_8B, 32768, 2, available=None, key_copies=2).kv_cache == 6 * 2**30
 
 
 def test_moe_weights_count_every_expert():
@@ -88,8 +89,10 @@ def test_activation_memory_is_bounded_by_the_prefill_piece():
 
 def test_default_max_context():
     gib = 2**30
-    assert default_max_context(LLAMA3_8B, 2, 80 * gib, dca=False, pretraining=8192) == 8192
-    tokens = default_max_context(LLAMA3_8B, 2, 80 * gib, dca=True, pretraining=8192)
+    assert default_max_context(LLAMA3_8B, 2, 80 * gib, cap=8192, pretraining=8192) == 8192
+    tokens = default_max_context(LLAMA3_8B, 2, 80 * gib, cap=None, pretraining=8192)
     assert 440_000 < tokens < 470_000  # (0.9 * 80 GiB - 15 GiB weights - activations) / 128 KiB per token
-    assert default_max_context(LLAMA3_8B, 2, None, dca=True, pretraining=8192) == 32 * 8192
-    assert default_max_context(LLAMA3_8B, 2, 4 * gib, dca=True, pretraining=8192) == 8192  # never below P
+    assert default_max_context(LLAMA3_8B, 2, None, cap=None, pretraining=8192) == 32 * 8192
+    assert default_max_context(LLAMA3_8B, 2, 4 * gib, cap=None, pretraining=8192) == 8192  # never below P
+    three = default_max_context(LLAMA3_8B, 2, 80 * gib, cap=None, pretraining=8192, key_copies=2)
+    assert abs(three - tokens * 2 / 3) < 2  # SelfExtend's second key copy: 1.5x the bytes per token

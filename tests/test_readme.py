@@ -46,3 +46,26 @@ def test_files_the_readme_names_exist():
         "benchmarks/dca_attention.py",
     ):
         assert (ROOT / path).exists(), path
+
+
+def test_the_environment_twins_are_as_the_readme_says():
+    """Every ask option has a CHUNKQA_* twin named after it, but the per-run ones the README names."""
+    ask = get_command(app).commands["ask"]
+    without = {"--question", "--json", "--quiet", "--debug", "--no-dca", "--help"}
+    for param in ask.params:
+        flag = next((o for o in param.opts if o.startswith("--")), None)
+        if flag is None or getattr(param, "hidden", False):
+            continue
+        if flag in without:
+            assert not param.envvar, flag
+        else:
+            assert param.envvar, f"{flag} has no environment twin"
+    for flag in without - {"--help"}:
+        assert f"`{flag}`" in README or "`-q`" in README
+
+
+def test_every_config_key_is_listed():
+    from chunkqa.cli.settings import DEFAULTS
+
+    section = README.split("The config file takes these keys", 1)[1].split("A bad", 1)[0]
+    assert set(re.findall(r"`([a-z_]+)`", section)) == set(DEFAULTS)

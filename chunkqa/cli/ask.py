@@ -6,8 +6,10 @@ into a Request, decides what is shown where, and nothing else.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -30,9 +32,14 @@ from chunkqa.cli.options import (
 from chunkqa.cli.settings import Settings
 from chunkqa.errors import UsageError
 
+FILE_NAME = re.compile(r"\S+\.(pdf|txt|md|markdown|html?|rst|csv|json|tex)", re.IGNORECASE)
 Arguments = Annotated[
     list[str],
-    typer.Argument(help="Documents (paths, or - for stdin), then the question.", show_default=False),
+    typer.Argument(
+        help="Documents (paths, or - for stdin), then the question.",
+        metavar="DOCUMENT... QUESTION",
+        show_default=False,
+    ),
 ]
 
 
@@ -93,7 +100,14 @@ def split_args(args: list[str], questions: list[str] | None) -> tuple[list[str],
             "give at least one document and a question",
             hint="chunkqa ask paper.pdf 'What is the main result?'",
         )
-    return args[:-1], [args[-1]]
+    question = args[-1]
+    if FILE_NAME.fullmatch(question.strip()):  # `ask doc.txt typo.txt`: a document, not a question
+        state = "is a file" if Path(question).exists() else "names no file that exists"
+        raise UsageError(
+            f"the last argument, {question!r}, looks like a document, not a question (it {state})",
+            hint="give the question last, in quotes: chunkqa ask DOCUMENT... 'question?' (or use -q)",
+        )
+    return args[:-1], [question]
 
 
 def _parallel(tp: int | None) -> Any:

@@ -16,6 +16,7 @@ from chunkqa.errors import UsageError
 cache_app = typer.Typer(
     help="The on-disk document cache: KV caches of documents already read.",
     no_args_is_help=True,
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 

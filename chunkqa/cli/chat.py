@@ -35,7 +35,8 @@ from chunkqa.cli.settings import Settings
 )
 def chat(
     documents: Annotated[
-        list[str], typer.Argument(help="Documents (paths, or - for stdin).", show_default=False)
+        list[str],
+        typer.Argument(help="Documents (paths, or - for stdin).", metavar="DOCUMENT...", show_default=False),
     ],
     password: Password = None,
     *,

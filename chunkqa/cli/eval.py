@@ -15,7 +15,7 @@ import typer
 from chunkqa.cli.common import EXIT_CODES, run
 from chunkqa.cli.console import Console
 from chunkqa.cli.evaljob import Job, RunOptions, banner, run_job, score_all
-from chunkqa.cli.options import MethodOptions, ModelOptions, OutputOptions, options
+from chunkqa.cli.options import MethodOptions, ModelOptions, ResultOutputOptions, options
 from chunkqa.cli.settings import Settings
 from chunkqa.errors import UsageError
 
@@ -23,12 +23,13 @@ eval_app = typer.Typer(
     help="Measure a model with and without DCA: perplexity, pass-key retrieval, needle in a haystack.",
     epilog=EXIT_CODES,
     no_args_is_help=True,
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 Seed = Annotated[int, typer.Option("--seed", help="First seed; trial i uses seed + i.")]
-Trials = Annotated[int, typer.Option("--trials", min=1, help="Prompts per length (per cell for needle).")]
-Windows = Annotated[int, typer.Option("--windows", min=1, help="Windows per length.")]
+Trials = Annotated[int, typer.Option("--trials", help="Prompts per length (per cell for needle).")]
+Windows = Annotated[int, typer.Option("--windows", help="Windows per length.")]
 Data = Annotated[
     list[str] | None,
     typer.Option("--data", help="A text or PDF to read (repeatable); default: the validation books."),
@@ -46,7 +47,7 @@ Plot = Annotated[Path | None, typer.Option("--plot", help="Write the accuracy he
 
 
 @eval_app.command(epilog=EXIT_CODES)
-@options(model=ModelOptions, method=MethodOptions, run=RunOptions, output=OutputOptions)
+@options(model=ModelOptions, method=MethodOptions, run=RunOptions, output=ResultOutputOptions)
 def ppl(
     windows: Windows = 20,
     data: Data = None,
@@ -54,7 +55,7 @@ def ppl(
     model: ModelOptions,
     method: MethodOptions,
     run: RunOptions,
-    output: OutputOptions,
+    output: ResultOutputOptions,
 ) -> None:
     """Perplexity on windows of exactly L tokens (docs/evaluation.md says how they are cut)."""
 
@@ -62,13 +63,14 @@ def ppl(
         from chunkqa.evals.data import data_label, load_texts
         from chunkqa.evals.ppl import PerplexityEval
 
-        return PerplexityEval(tuple(load_texts(data)), windows, data_label(data))
+        at_least_one("windows", windows)
+        return PerplexityEval(tuple(load_texts(data)), windows, data_label(data), run.prefill_chunk)
 
     run_job(Job(model, method, run, make), output)
 
 
 @eval_app.command(epilog=EXIT_CODES)
-@options(model=ModelOptions, method=MethodOptions, run=RunOptions, output=OutputOptions)
+@options(model=ModelOptions, method=MethodOptions, run=RunOptions, output=ResultOutputOptions)
 def passkey(
     trials: Trials = 20,
     seed: Seed = 0,
@@ -78,7 +80,7 @@ def passkey(
     model: ModelOptions,
     method: MethodOptions,
     run: RunOptions,
-    output: OutputOptions,
+    output: ResultOutputOptions,
 ) -> None:
     """Pass-key retrieval (the ChunkLlama protocol): accuracy per length and layout, greedy, seeded."""
 
@@ -86,15 +88,16 @@ def passkey(
         from chunkqa.evals.data import load_texts
         from chunkqa.evals.passkey import PasskeyEval, make_layout
 
+        at_least_one("trials", trials)
         names = [name.strip() for name in layouts.split(",") if name.strip()]
         texts = load_texts(data) if "prose" in names else ()
-        return PasskeyEval(trials, seed, tuple(make_layout(name, texts) for name in names))
+        return PasskeyEval(trials, seed, tuple(make_layout(name, texts) for name in names), run.prefill_chunk)
 
     run_job(Job(model, method, run, make), output)
 
 
 @eval_app.command(epilog=EXIT_CODES)
-@options(model=ModelOptions, method=MethodOptions, run=RunOptions, output=OutputOptions)
+@options(model=ModelOptions, method=MethodOptions, run=RunOptions, output=ResultOutputOptions)
 def needle(
     depths: Depths = "0,0.25,0.5,0.75,1",
     trials: Trials = 5,
@@ -105,7 +108,7 @@ def needle(
     model: ModelOptions,
     method: MethodOptions,
     run: RunOptions,
-    output: OutputOptions,
+    output: ResultOutputOptions,
 ) -> None:
     """Needle in a haystack: accuracy per (depth, length) cell, asked the way `chunkqa ask` asks."""
 
@@ -114,9 +117,10 @@ def needle(
         from chunkqa.evals.grid import parse_depths
         from chunkqa.evals.needle import NeedleEval
 
+        at_least_one("trials", trials)
         found = tuple(parse_depths(depths))
         _check_plot_path(plot)
-        return NeedleEval(tuple(load_texts(data)), found, trials, seed, data_label(data))
+        return NeedleEval(tuple(load_texts(data)), found, trials, seed, data_label(data), run.prefill_chunk)
 
     def after(console: Console, records: list[dict]) -> None:
         if plot is not None:
@@ -126,6 +130,11 @@ def needle(
             console.info(f"heatmap written to {write_heatmap(plot, records, title)}")
 
     run_job(Job(model, method, run, make), output, after)
+
+
+def at_least_one(name: str, value: int) -> None:
+    if value < 1:
+        raise UsageError(f"`{name}` must be at least 1, got {value}")
 
 
 def _check_plot_path(plot: Path | None) -> None:
@@ -139,7 +148,7 @@ def _check_plot_path(plot: Path | None) -> None:
         raise UsageError("--plot needs matplotlib", hint="pip install 'chunkqa[eval]'")
 
 
-@options(model=ModelOptions, method=MethodOptions, output=OutputOptions)
+@options(model=ModelOptions, method=MethodOptions, output=ResultOutputOptions)
 def selftest(
     lengths: Annotated[
         str | None, typer.Option("--lengths", help="Pass-key lengths; default 2x,4x,8x (each at most 32k).")
@@ -149,7 +158,7 @@ def selftest(
     *,
     model: ModelOptions,
     method: MethodOptions,
-    output: OutputOptions,
+    output: ResultOutputOptions,
 ) -> None:
     """Check that DCA works here: the patch is active and exact, and pass keys are found at 2P, 4P, 8P."""
 
@@ -162,7 +171,7 @@ def selftest(
 
         parsed = parse_lengths(lengths) if lengths is not None else None
         spec, base = settings.model_spec(model), settings.method_spec(method)
-        runs = [Setting(dca=True, logit_scale=base.logit_scale)]
+        runs = [Setting(base.name, name=base.label)]
         loaded = load_once(spec, base, runs)
         what = f"selftest · {runs[0].label} · {trials} pass keys per length"
         tokens = banner(console, loaded, base, parsed, check_module.default_lengths, what)

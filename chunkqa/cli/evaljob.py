@@ -25,7 +25,16 @@ Lengths = Annotated[
 ]
 JsonOut = Annotated[bool, typer.Option("--json", help="JSON lines on stdout instead of the table.")]
 JsonlPath = Annotated[Path | None, typer.Option("--jsonl", help="Also append the JSON lines to this file.")]
-Compare = Annotated[bool, typer.Option("--compare", help="Also run every length without DCA.")]
+Compare = Annotated[bool, typer.Option("--compare", help="Also run every length with no method.")]
+SettingsToRun = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--setting",
+        metavar="METHOD[,KEY=VALUE...]",
+        help="A method and settings to run, one table column each (repeatable), e.g. none, dca, "
+        "dca,logit_scale=1, selfextend,group_size=8,window=2048, rope,rope=yarn:4; default: --method.",
+    ),
+]
 
 
 @dataclass(frozen=True)
@@ -33,7 +42,11 @@ class RunOptions:
     """What every eval command runs over and where its records go."""
 
     lengths: Lengths = "1x,2x,4x,8x"
+    setting: SettingsToRun = None
     compare: Compare = False
+    prefill_chunk: Annotated[
+        int, typer.Option("--prefill-chunk", metavar="N", help="Tokens per prefill step.")
+    ] = 4096
     json: JsonOut = False
     jsonl: JsonlPath = None
 
@@ -57,11 +70,13 @@ def run_job(job: Job, output: Any, after: Callable | None = None) -> None:
 
         lengths = parse_lengths(job.run.lengths)
         evaluation = job.make()
-        spec, base = settings.model_spec(job.model), settings.method_spec(job.method, logit_scale="auto")
+        spec = settings.model_spec(job.model)
+        base = settings.method_spec(job.method, logit_scale=1.0)  # each setting brings its own scale
         scales = job.method.logit_scale
-        if not base.enabled and scales is not None:
-            console.warn("--logit-scale has no effect with --no-dca")
-        runs = make_settings(base.enabled, job.run.compare, scales or str(settings.get("logit_scale")))
+        if base.name != "dca" and scales is not None:
+            console.warn(f"--logit-scale has no effect with --method {base.name}")
+        scales = scales or str(settings.get("logit_scale"))
+        runs = make_settings(base.name, job.run.compare, scales, job.run.setting or ())
         with _jsonl(job.run.jsonl) as write:
             loaded = load_once(spec, base, runs)
             tokens = banner(console, loaded, base, lengths, None, f"{evaluation.describe} · {_labels(runs)}")

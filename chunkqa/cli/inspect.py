@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -18,7 +18,7 @@ from chunkqa.cli.options import (
     options,
 )
 from chunkqa.cli.settings import Settings
-from chunkqa.errors import EXIT_DOES_NOT_FIT
+from chunkqa.errors import EXIT_DOES_NOT_FIT, ModelLoadError
 
 Question = Annotated[str, typer.Option("-q", "--question", help="A question, to count its tokens too.")]
 
@@ -26,7 +26,8 @@ Question = Annotated[str, typer.Option("-q", "--question", help="A question, to 
 @options(model=ModelOptions, method=MethodOptions, prompt=PromptOptions, output=TerminalOptions)
 def inspect(
     documents: Annotated[
-        list[str], typer.Argument(help="Documents (paths, or - for stdin).", show_default=False)
+        list[str],
+        typer.Argument(help="Documents (paths, or - for stdin).", metavar="DOCUMENT...", show_default=False),
     ],
     question: Question = "What is the main result?",
     password: Password = None,
@@ -46,7 +47,12 @@ def inspect(
         request = settings.request(
             lambda: read_documents(documents, password, console), model=model, method=method, prompt=prompt
         )
-        plan = make_plan(request, [question], strict=False)
+        try:
+            plan = make_plan(request, [question], strict=False)
+        except ModelLoadError as exc:  # the documents can still be described
+            documents_only(request, exc, console, json_output)
+            raise
+
         if json_output:
             console.json(inspect_record(plan))
         else:
@@ -55,3 +61,18 @@ def inspect(
         return 0 if plan.fits else EXIT_DOES_NOT_FIT
 
     run(output, body)
+
+
+def documents_only(request: Any, exc: ModelLoadError, console: Console, json_output: bool) -> None:
+    """What inspect can say without the model: the documents; then why the rest is missing."""
+    from chunkqa.cli.report import document_lines, document_record_of
+
+    if json_output:
+        console.json({"document": document_record_of(request.documents), "model": None, "fits": None})
+    else:
+        for line in document_lines(request.documents):
+            console.answer_piece(line + "\n")
+    exc.message = f"no token counts or memory estimate without the model: {exc.message}"
+    exc.hint = f"{exc.hint}; or pass a local model with -m (tiny, smollm2, a folder, a .gguf file)".lstrip(
+        "; "
+    )

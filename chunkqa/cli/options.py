@@ -44,7 +44,10 @@ Device = Annotated[
     str | None, typer.Option("--device", envvar="CHUNKQA_DEVICE", help="auto, cpu, cuda, cuda:N.")
 ]
 TrustRemoteCode = Annotated[
-    bool, typer.Option("--trust-remote-code", help="Run model code from the hub (off).")
+    bool,
+    typer.Option(
+        "--trust-remote-code", envvar="CHUNKQA_TRUST_REMOTE_CODE", help="Run model code from the hub (off)."
+    ),
 ]
 
 
@@ -61,6 +64,41 @@ class ModelOptions:
 
 
 # -- the context-extension method ----------------------------------------------------------------
+Method = Annotated[
+    str | None,
+    typer.Option(
+        "--method",
+        envvar="CHUNKQA_METHOD",
+        metavar="NAME",
+        help="dca (Dual Chunk Attention), selfextend (SelfExtend), rope (RoPE scaling alone, with --rope) "
+        "or none [dca].",
+    ),
+]
+GroupSize = Annotated[
+    int | None,
+    typer.Option(
+        "--group-size",
+        envvar="CHUNKQA_GROUP_SIZE",
+        metavar="G",
+        help="SelfExtend's group size G; default: the smallest that fits the prompt.",
+    ),
+]
+Window = Annotated[
+    int | None,
+    typer.Option(
+        "--window", envvar="CHUNKQA_WINDOW", metavar="W", help="SelfExtend's neighbor window W; default P/4."
+    ),
+]
+Rope = Annotated[
+    str | None,
+    typer.Option(
+        "--rope",
+        envvar="CHUNKQA_ROPE",
+        metavar="KIND:FACTOR",
+        help="RoPE scaling through transformers: linear:F, ntk:F, dynamic:F or yarn:F; alone with --method "
+        "rope, or under DCA (linear, ntk, yarn).",
+    ),
+]
 PretrainingLength = Annotated[
     int | None,
     typer.Option(
@@ -82,10 +120,11 @@ LogitScale = Annotated[
     typer.Option(
         "--logit-scale",
         envvar="CHUNKQA_LOGIT_SCALE",
-        help="auto (x(0.05 ln(L/P)+1)^2 past P), auto:<coef>, or a number (1 = off).",
+        help="DCA logit scale: a number (1 = off, the default), auto (x(0.05 ln(L/P)+1)^2 past P) or "
+        "auto:<coef>; eval commands take several, comma-separated.",
     ),
 ]
-NoDca = Annotated[bool, typer.Option("--no-dca", help="Run the model as it is, without DCA.")]
+NoDca = Annotated[bool, typer.Option("--no-dca", help="Run the model as it is: --method none.")]
 Kernel = Annotated[
     str | None, typer.Option("--kernel", envvar="CHUNKQA_KERNEL", help="DCA attention kernel.", hidden=True)
 ]
@@ -93,12 +132,16 @@ Kernel = Annotated[
 
 @dataclass(frozen=True)
 class MethodOptions:
-    """How the context is extended (DCA's settings)."""
+    """How the context is extended: the method and its settings."""
 
+    method: Method = None
     pretraining_length: PretrainingLength = None
     chunk_size: ChunkSize = None
     local_window: LocalWindow = None
     logit_scale: LogitScale = None
+    group_size: GroupSize = None
+    window: Window = None
+    rope: Rope = None
     no_dca: NoDca = False
     kernel: Kernel = None
 
@@ -137,7 +180,10 @@ MaxContext = Annotated[
 Truncate = Annotated[
     str | None,
     typer.Option(
-        "--truncate", help="Over the limit, cut the document's start, middle or end instead of failing."
+        "--truncate",
+        envvar="CHUNKQA_TRUNCATE",
+        metavar="start|middle|end",
+        help="Over the limit, cut the document's start, middle or end instead of failing.",
     ),
 ]
 Password = Annotated[
@@ -176,7 +222,17 @@ RepeatPenalty = Annotated[
         "--repeat-penalty",
         envvar="CHUNKQA_REPEAT_PENALTY",
         help="Make the answer's last 64 tokens less likely to come again; 1 = off "
-        "[the model's default, else 1.1].",
+        "[the model's default, else 1].",
+    ),
+]
+NoRepeatNgram = Annotated[
+    int | None,
+    typer.Option(
+        "--no-repeat-ngram",
+        envvar="CHUNKQA_NO_REPEAT_NGRAM",
+        metavar="N",
+        help="Never let a run of N answer tokens come twice (stops loops; the document does not count); "
+        "0 = off [10].",
     ),
 ]
 Stop = Annotated[
@@ -199,13 +255,19 @@ class GenerationOptions:
     temperature: Temperature = None
     top_p: TopP = None
     repeat_penalty: RepeatPenalty = None
+    no_repeat_ngram: NoRepeatNgram = None
     stop: Stop = None
     seed: Seed = None
     prefill_chunk: PrefillChunk = None
 
 
 # -- the document cache --------------------------------------------------------------------------
-NoCache = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the on-disk document cache.")]
+NoCache = Annotated[
+    bool,
+    typer.Option(
+        "--no-cache", envvar="CHUNKQA_NO_CACHE", help="Do not read or write the on-disk document cache."
+    ),
+]
 CacheMinTokens = Annotated[
     int | None,
     typer.Option(
@@ -234,7 +296,10 @@ class CacheFlags:
 
 # -- output --------------------------------------------------------------------------------------
 Color = Annotated[str | None, typer.Option("--color", envvar="CHUNKQA_COLOR", help="auto, always or never.")]
-Quiet = Annotated[bool, typer.Option("--quiet", help="Print only the answer.")]
+Quiet = Annotated[bool, typer.Option("--quiet", help="Print only the answer: no banner, stats or warnings.")]
+QuietResult = Annotated[
+    bool, typer.Option("--quiet", help="Print only the result (the table, or JSON): no banner or progress.")
+]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object per answer instead of text.")]
 Questions = Annotated[list[str] | None, typer.Option("-q", "--question", help="A question (repeatable).")]
@@ -253,6 +318,15 @@ class OutputOptions:
     """Where and how output is shown."""
 
     quiet: Quiet = False
+    color: Color = None
+    debug: Debug = False
+
+
+@dataclass(frozen=True)
+class ResultOutputOptions:
+    """Where and how output is shown, for commands whose output is a result table."""
+
+    quiet: QuietResult = False
     color: Color = None
     debug: Debug = False
 

@@ -37,8 +37,8 @@ HELP = """\
 /doc PATH              chat about another document
 /show                  model, document, DCA settings, context used
 /stats                 what the last answer cost, and totals
-/set temperature 0.2   also: max_tokens 512, top_p 0.9, repeat_penalty 1.1, seed 7 (or none),
-                       system TEXT
+/set temperature 0.2   also: max_tokens 512, top_p 0.9, repeat_penalty 1.1, no_repeat_ngram 10,
+                       seed 7 (or none), system TEXT
 /save FILE             write the transcript as Markdown
 \"\"\"                    begin and end a message of several lines
 Ctrl-C stops an answer (what was said is kept); at the prompt it drops the line."""
@@ -48,6 +48,7 @@ SETTINGS = {
     "max_new_tokens": ("max_new_tokens", int),
     "top_p": ("top_p", float),
     "repeat_penalty": ("repeat_penalty", float),
+    "no_repeat_ngram": ("no_repeat_ngram", int),
     "seed": ("seed", int),
 }
 CHAT_NAMES = {"max_new_tokens": "max_tokens"}  # a setting as /set names it
@@ -61,7 +62,8 @@ def as_chat_words(text: str | None) -> str | None:
 
 
 SET_USAGE = (
-    "usage: /set temperature T | max_tokens N | top_p P | repeat_penalty R | seed N|none | system TEXT"
+    "usage: /set temperature T | max_tokens N | top_p P | repeat_penalty R | no_repeat_ngram N | "
+    "seed N|none | system TEXT"
 )
 Reader = Callable[[str], str]
 
@@ -268,7 +270,7 @@ class Repl:
         seed = "none" if c.seed is None else c.seed
         self.console.info(
             f"temperature {c.temperature} · max_tokens {c.max_new_tokens} · top_p {c.top_p} · "
-            f"repeat_penalty {c.repeat_penalty} · seed {seed}"
+            f"repeat_penalty {c.repeat_penalty} · no_repeat_ngram {c.no_repeat_ngram} · seed {seed}"
         )
 
     def stats(self, _: str) -> None:

@@ -25,19 +25,28 @@ def banner_lines(plan: Any, loaded: Any = None) -> list[str]:
         f"document {document_summary(plan.documents)} · {plan.document_tokens:,} tokens"
         + (f" ({plan.budget.dropped_tokens:,} cut by --truncate)" if plan.budget.dropped_tokens else ""),
     ]
-    p = plan.pretraining_length
-    if plan.method is None:
-        lines.append(
-            f"DCA off · pretraining length P {p:,} · context {plan.budget.total:,} = {plan.extension:.1f}x P"
-        )
-    else:
-        d = plan.method
-        active = "on" if plan.prompt_tokens > d.chunk_len else "on (inactive: shorter than one chunk)"
-        lines.append(
-            f"DCA {active} · P {p:,} · chunk size {d.chunk_size:,} · local window {d.local_window:,} · "
-            f"L/P {plan.extension:.1f}x · logit scale {d.logit_scale}"
-        )
+    lines.append(method_line(plan))
     return lines
+
+
+def method_line(plan: Any) -> str:
+    """The method and its settings, in one line."""
+    spec, p, m = plan.request.method, plan.pretraining_length, plan.method
+    rope = f" · RoPE {spec.rope}" if spec.rope is not None else ""
+    fit = f"L/P {plan.extension:.1f}x"
+    if m is None:
+        what = "DCA off (the model as it is)" if spec.name == "none" else f"RoPE {spec.rope} alone (no patch)"
+        return f"{what} · P {p:,} · context {plan.budget.total:,} = {plan.extension:.1f}x P"
+    if spec.name == "selfextend":
+        return (
+            f"SelfExtend · P {p:,} · group size {m.group_size} · neighbor window {m.window:,} · "
+            f"longest {m.max_length:,} tokens · {fit}"
+        )
+    active = "on" if plan.prompt_tokens > m.chunk_len else "on (inactive: shorter than one chunk)"
+    return (
+        f"DCA {active}{rope} · P {p:,} · chunk size {m.chunk_size:,} · local window {m.local_window:,} · "
+        f"{fit} · logit scale {m.logit_scale}"
+    )
 
 
 def model_record(plan: Any, loaded: Any) -> dict[str, Any]:
@@ -49,6 +58,24 @@ def model_record(plan: Any, loaded: Any) -> dict[str, Any]:
         "architecture": plan.config.model_type,
         "dtype": str(loaded.dtype).removeprefix("torch."),
         "device": str(loaded.device),
+    }
+
+
+def document_record_of(documents: Any) -> dict[str, Any]:
+    """The documents alone (inspect without a model)."""
+    return {
+        "sources": [
+            {
+                "source": d.source,
+                "name": d.name,
+                "kind": d.kind,
+                "sha256": d.sha256,
+                "pages": d.pages,
+                "chars": d.chars,
+            }
+            for d in documents
+        ],
+        "pages": sum(d.pages or 0 for d in documents) or None,
     }
 
 
@@ -72,12 +99,23 @@ def document_record(plan: Any) -> dict[str, Any]:
     }
 
 
+def method_record(plan: Any) -> dict[str, Any]:
+    """The method as run: its name and resolved settings, the RoPE scaling, P."""
+    spec = plan.request.method
+    return {
+        "name": spec.name,
+        "settings": plan.method.describe() if plan.method is not None else None,
+        "rope": str(spec.rope) if spec.rope is not None else None,
+        "pretraining_length": plan.pretraining_length,
+    }
+
+
 def answer_record(question: str, answer: str, plan: Any, loaded: Any, stats: Any, prefix_tokens: int) -> dict:
-    """One JSON object per answer: the answer, model, document, DCA settings, timings and memory."""
-    dca = plan.method.describe() if plan.method is not None else None
-    if dca is not None:
-        dca["logit_factor"] = loaded.handle.logit_factor(prefix_tokens)
-        dca["extension"] = round(stats.context_tokens / plan.pretraining_length, 3)
+    """One JSON object per answer: the answer, model, document, method settings, timings and memory."""
+    method = method_record(plan)
+    method["extension"] = round(stats.context_tokens / plan.pretraining_length, 3)
+    if loaded.handle is not None:
+        method["logit_factor"] = loaded.handle.logit_factor(prefix_tokens)
     timings = {
         "prefill_seconds": round(stats.prefill_seconds, 4),
         "prefill_tokens_per_second": round(stats.prefill_tps, 1),
@@ -92,7 +130,7 @@ def answer_record(question: str, answer: str, plan: Any, loaded: Any, stats: Any
         "stop_reason": stats.stop_reason,
         "model": model_record(plan, loaded),
         "document": document_record(plan),
-        "dca": dca,
+        "method": method,
         "tokens": tokens,
         "timings": timings,
         "memory": {"peak": stats.peak_memory},
@@ -103,6 +141,17 @@ def _gib(n: int | None) -> str:
     return "unknown" if n is None else f"{n / 2**30:.2f} GiB"
 
 
+def document_lines(documents: Any) -> list[str]:
+    """What each document is: kind, pages, characters, sha256 (no model needed)."""
+    lines = []
+    for doc in documents:
+        pages = f"{doc.pages} pages, " if doc.pages is not None else ""
+        lines.append(
+            f"document {doc.name}: {doc.kind}, {pages}{doc.chars:,} characters, sha256 {doc.sha256[:12]}"
+        )
+    return lines
+
+
 def inspect_lines(plan: Any) -> list[str]:
     """`chunkqa inspect`: what the documents hold and whether the question fits, as text lines."""
     b, m = plan.budget, plan.memory
@@ -110,11 +159,7 @@ def inspect_lines(plan: Any) -> list[str]:
         f"model {plan.model.spec.name} ({plan.config.model_type}) · device {plan.model.device} · dtype "
         f"{str(plan.model.dtype).removeprefix('torch.')}"
     ]
-    for doc in plan.documents:
-        pages = f"{doc.pages} pages, " if doc.pages is not None else ""
-        lines.append(
-            f"document {doc.name}: {doc.kind}, {pages}{doc.chars:,} characters, sha256 {doc.sha256[:12]}"
-        )
+    lines.extend(document_lines(plan.documents))
     lines.append(
         f"tokens: document {plan.document_tokens:,} + question and template {b.framing_tokens:,} + "
         f"answer {b.answer_tokens:,} = {plan.document_tokens + b.framing_tokens + b.answer_tokens:,}"
@@ -148,7 +193,7 @@ def inspect_record(plan: Any) -> dict[str, Any]:
             "limit": b.limit,
         },
         "pretraining_length": plan.pretraining_length,
-        "dca": plan.method.describe() if plan.method is not None else None,
+        "method": method_record(plan),
         "memory": {
             "weights": m.weights,
             "kv_cache": m.kv_cache,

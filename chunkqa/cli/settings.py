@@ -20,12 +20,14 @@ DEFAULTS: dict[str, Any] = {
     "model": "HuggingFaceTB/SmolLM2-1.7B-Instruct",
     "revision": None,
     "gguf_file": None,
+    "trust_remote_code": False,
     "dtype": "auto",
     "device": "auto",
     "max_new_tokens": 512,
     "temperature": None,
     "top_p": None,
     "repeat_penalty": None,
+    "no_repeat_ngram": None,
     "stop": None,
     "seed": None,
     "max_context": None,
@@ -33,20 +35,26 @@ DEFAULTS: dict[str, Any] = {
     "prefill_chunk": 4096,
     "template": None,
     "system": None,
+    "method": "dca",
     "pretraining_length": None,
     "chunk_size": None,
     "local_window": None,
-    "logit_scale": "auto",
+    "logit_scale": 1.0,
+    "group_size": None,
+    "window": None,
+    "rope": None,
     "kernel": "auto",
     "color": "auto",
     "cache_dir": None,
     "cache_size": "20GiB",
 }
 TYPES: dict[str, type | tuple[type, ...]] = {
+    "trust_remote_code": bool,
     "max_new_tokens": int,
     "temperature": (int, float),
     "top_p": (int, float),
     "repeat_penalty": (int, float),
+    "no_repeat_ngram": int,
     "stop": list,
     "seed": int,
     "max_context": int,
@@ -54,6 +62,8 @@ TYPES: dict[str, type | tuple[type, ...]] = {
     "pretraining_length": int,
     "chunk_size": int,
     "local_window": int,
+    "group_size": int,
+    "window": int,
     "logit_scale": (str, int, float),
     "cache_size": (str, int),
 }
@@ -93,7 +103,8 @@ def read_config_file(path: Path | None = None) -> dict[str, Any]:
             )
         expected = TYPES.get(key, str)
         wrong_items = isinstance(value, list) and not all(isinstance(item, str) for item in value)
-        if not isinstance(value, expected) or isinstance(value, bool) or wrong_items:
+        wrong_bool = isinstance(value, bool) and expected is not bool
+        if not isinstance(value, expected) or wrong_bool or wrong_items:
             raise UsageError(
                 f"setting {key!r} in {path} has the wrong type ({type(value).__name__})",
                 hint=f"write it like {key} = {_example(key)}",
@@ -131,23 +142,30 @@ class Settings:
             revision=self.get("revision", options.revision),
             dtype=self.get("dtype", options.dtype),
             device=self.get("device", options.device),
-            trust_remote_code=options.trust_remote_code,
+            trust_remote_code=options.trust_remote_code or self.get("trust_remote_code"),
             gguf_file=self.get("gguf_file", options.gguf_file),
         )
 
     def method_spec(self, options: Any, logit_scale: Any = None) -> Any:
-        from chunkqa.methods.spec import MethodSpec
+        """The method asked for and the settings it reads; a setting typed for another method is refused
+        (one from the config file only counts for its own method)."""
+        from chunkqa.methods.spec import METHODS, SETTINGS, MethodSpec
 
-        return MethodSpec(
-            name="none" if options.no_dca else "dca",
-            pretraining_length=self.get("pretraining_length", options.pretraining_length),
-            chunk_size=self.get("chunk_size", options.chunk_size),
-            local_window=self.get("local_window", options.local_window),
-            logit_scale=logit_scale
-            if logit_scale is not None
-            else self.get("logit_scale", options.logit_scale),
-            kernel=self.get("kernel", options.kernel),
-        )
+        name = "none" if options.no_dca else self.get("method", options.method)
+        if options.no_dca and options.method not in (None, "none"):
+            raise UsageError(f"--no-dca and --method {options.method} contradict each other")
+        if name not in METHODS:
+            raise UsageError(f"unknown `method` {name!r}", hint=f"choose one of {', '.join(METHODS)}")
+        chosen = {field: self.get(field, getattr(options, field)) for field in SETTINGS[name]}
+        for field in ("chunk_size", "local_window", "logit_scale", "group_size", "window", "rope"):
+            if field not in chosen and getattr(options, field) is not None:
+                owner = next(m for m, fields in SETTINGS.items() if field in fields)
+                raise UsageError(
+                    f"`{field}` is a setting of {owner}, not of {name}", hint=f"add `method` {owner}"
+                )
+        if logit_scale is not None and "logit_scale" in chosen:
+            chosen["logit_scale"] = logit_scale
+        return MethodSpec(name=name, kernel=self.get("kernel", options.kernel), **chosen)
 
     def generation(self, prompt: Any, generation: Any) -> Any:
         from chunkqa.engine.results import GenerationConfig
@@ -157,6 +175,7 @@ class Settings:
             temperature=self.get("temperature", generation.temperature),
             top_p=self.get("top_p", generation.top_p),
             repeat_penalty=self.get("repeat_penalty", generation.repeat_penalty),
+            no_repeat_ngram=self.get("no_repeat_ngram", generation.no_repeat_ngram),
             stop=tuple(self.get("stop", generation.stop or None) or ()),
             seed=self.get("seed", generation.seed),
         )

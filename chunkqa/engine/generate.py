@@ -43,6 +43,17 @@ def penalize(logits: torch.Tensor, recent: Sequence[int], penalty: float) -> tor
     return RepetitionPenaltyLogitsProcessor(penalty)(ids, logits[None])[0]
 
 
+def ban_repeats(logits: torch.Tensor, answer: Sequence[int], size: int) -> torch.Tensor:
+    """Logits [V] with every token that would repeat a run of `size` answer tokens set to -inf
+    (transformers' no-repeat-n-gram rule, applied to the answer alone)."""
+    if size <= 0 or len(answer) < size:
+        return logits
+    from transformers import NoRepeatNGramLogitsProcessor
+
+    ids = torch.tensor([list(answer)], device=logits.device)  # [1, n]
+    return NoRepeatNGramLogitsProcessor(size)(ids, logits[None])[0]
+
+
 def sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> int:
     """One token id from logits [V]: argmax when temperature is 0, else nucleus sampling."""
     if temperature <= 0:
@@ -106,6 +117,7 @@ def decode_tokens(
     answer: list[int] = []
     for produced in range(1, config.max_new_tokens + 1):
         logits = penalize(logits, answer[-config.repeat_window :], config.repeat_penalty)
+        logits = ban_repeats(logits, answer, config.no_repeat_ngram)
         token = sample(logits, config.temperature, config.top_p, generator)
         answer.append(token)
         yield token

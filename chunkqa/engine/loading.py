@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from chunkqa.engine.hub import Source, from_pretrained, resolve_source
@@ -58,6 +58,10 @@ class ModelInfo:
     @property
     def dtype_bytes(self) -> int:
         return self.dtype.itemsize
+
+    def with_config(self, config: Any) -> ModelInfo:
+        """The same model with another config (a scaled RoPE), which its weights then load with."""
+        return replace(self, config=config)
 
 
 @dataclass

@@ -9,8 +9,9 @@ from typing import Any
 from chunkqa.errors import UsageError
 
 PREFILL_PIECE = 4096  # tokens per prefill call by default: bounds activation memory
-REPEAT_PENALTY = 1.1  # the default against loops (docs/evaluation.md, "Repetition": measured on SmolLM2)
+REPEAT_PENALTY = 1.0  # off by default: it turned "two years and two months" into "... and a half"
 REPEAT_WINDOW = 64  # the penalty covers the answer's last this many tokens
+NO_REPEAT_NGRAM = 10  # the default against loops: no run of 10 answer tokens comes twice (see README)
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,9 @@ class GenerationConfig:
     """How to pick tokens. None: the model's own generation_config default, else chunkqa's.
 
     temperature 0 is greedy; repeat_penalty divides the (positive) logits of tokens among the answer's
-    last `repeat_window` tokens (1 = off); `stop` strings end the answer and are not part of it.
+    last `repeat_window` tokens (1 = off); no_repeat_ngram forbids a run of that many answer tokens to
+    come twice (0 = off; the document is not counted, so quoting it stays free); `stop` strings end
+    the answer and are not part of it.
     """
 
     max_new_tokens: int = 512
@@ -27,6 +30,7 @@ class GenerationConfig:
     seed: int | None = None
     repeat_penalty: float | None = None  # chunkqa's default: REPEAT_PENALTY
     repeat_window: int = REPEAT_WINDOW
+    no_repeat_ngram: int | None = None  # chunkqa's default: NO_REPEAT_NGRAM
     stop: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -41,13 +45,17 @@ class GenerationConfig:
             raise UsageError(f"`repeat_penalty` must be positive (1 = off), got {self.repeat_penalty}")
         if self.repeat_window < 1:
             raise UsageError(f"`repeat_window` must be at least 1, got {self.repeat_window}")
+        if self.no_repeat_ngram is not None and self.no_repeat_ngram < 0:
+            raise UsageError(f"`no_repeat_ngram` must be 0 (off) or more, got {self.no_repeat_ngram}")
         if any(not s for s in self.stop):
             raise UsageError("a `stop` string must not be empty")
 
     @classmethod
     def greedy(cls, max_new_tokens: int) -> GenerationConfig:
         """Plain greedy decoding, no repetition penalty: what the evaluations score."""
-        return cls(max_new_tokens=max_new_tokens, temperature=0.0, top_p=1.0, repeat_penalty=1.0)
+        return cls(
+            max_new_tokens=max_new_tokens, temperature=0.0, top_p=1.0, repeat_penalty=1.0, no_repeat_ngram=0
+        )
 
     def resolved(self, model_defaults: Mapping[str, Any] | None = None) -> GenerationConfig:
         """Every None filled: from the model's generation defaults (model_defaults), else chunkqa's."""
@@ -62,6 +70,7 @@ class GenerationConfig:
             temperature=pick("temperature", 0.0),
             top_p=pick("top_p", 1.0),
             repeat_penalty=pick("repeat_penalty", REPEAT_PENALTY),
+            no_repeat_ngram=pick("no_repeat_ngram", NO_REPEAT_NGRAM),
         )
 
 
@@ -81,6 +90,9 @@ def model_generation_defaults(generation_config: Any) -> dict[str, Any]:
     penalty = getattr(generation_config, "repetition_penalty", None)
     if penalty is not None and penalty != 1.0:
         found["repeat_penalty"] = float(penalty)
+    ngram = getattr(generation_config, "no_repeat_ngram_size", None)
+    if ngram:
+        found["no_repeat_ngram"] = int(ngram)
     return found
 
 

@@ -1,12 +1,15 @@
 """Texts the evaluations read: the validation books by default, or the user's files (--data).
 
 The validation books are the five of the mini PG-19 corpus that no chunkqa model is trained on
-(see SPLITS.md next to them). They are found in $CHUNKQA_EVAL_DATA, else in
-`../shared/data/gutenberg` beside the repository. Also: how a tokenizer is asked for ids here.
+(see SPLITS.md next to them; public domain). They are read from $CHUNKQA_EVAL_DATA, else from
+`../shared/data/gutenberg` beside a checkout, else from the gzipped copies installed with chunkqa
+(chunkqa/assets/books), so `chunkqa eval` works from an installed package. Also: how a tokenizer is
+asked for ids here.
 """
 
 from __future__ import annotations
 
+import gzip
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,16 +38,25 @@ def default_data_dir() -> Path:
     return Path(__file__).resolve().parents[3] / "shared" / "data" / "gutenberg"
 
 
+BUNDLED_BOOKS = Path(__file__).resolve().parent.parent / "assets" / "books"  # gzipped, in the package
+
+
 def validation_books(directory: Path | None = None) -> list[Text]:
-    """The five validation books, in SPLITS.md order."""
+    """The five validation books, in SPLITS.md order: from `directory` (or $CHUNKQA_EVAL_DATA, or the
+    shared data beside a checkout), else the gzipped copies installed with chunkqa."""
     directory = directory or default_data_dir()
     missing = [name for name in VALIDATION_BOOKS if not (directory / name).is_file()]
-    if missing:
+    if not missing:
+        return [Text(name, (directory / name).read_text("utf-8")) for name in VALIDATION_BOOKS]
+    if os.environ.get(DATA_ENV) or not all((BUNDLED_BOOKS / f"{n}.gz").is_file() for n in VALIDATION_BOOKS):
         raise UsageError(
             f"the validation books are not in {directory} (missing {', '.join(missing)})",
             hint=f"pass your own texts with --data FILE, or set {DATA_ENV} to the folder holding them",
         )
-    return [Text(name, (directory / name).read_text("utf-8")) for name in VALIDATION_BOOKS]
+    return [
+        Text(name, gzip.decompress((BUNDLED_BOOKS / f"{name}.gz").read_bytes()).decode())
+        for name in VALIDATION_BOOKS
+    ]
 
 
 def load_texts(paths: Sequence[str] | None) -> list[Text]:

@@ -1,4 +1,4 @@
-"""What an evaluation runs over: lengths, needle depths and DCA settings, parsed from option text.
+"""What an evaluation runs over: lengths, needle depths and method settings, parsed from option text.
 
 Pure Python (no torch), so the CLI rejects a bad `--lengths` before anything heavy is imported.
 Lengths are token counts (`512`), kibi-tokens (`4k` = 4096) or multiples of the pretraining
@@ -11,6 +11,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from chunkqa.errors import UsageError
 
@@ -85,20 +86,64 @@ def parse_positive(value: int, flag: str) -> int:
     return value
 
 
+SETTING_HINT = (
+    "write a setting as METHOD[,KEY=VALUE...], e.g. none, dca, dca,logit_scale=1, "
+    "selfextend,group_size=8,window=2048, rope,rope=yarn:4, dca,rope=linear:2"
+)
+
+
 @dataclass(frozen=True)
 class Setting:
-    """One way of running the model: without DCA, or with DCA under one logit scale."""
+    """One way of running the model: a method, and the settings it sets over the command's own."""
 
-    dca: bool
-    logit_scale: str | float | None = None
+    method: str = "dca"
+    changes: tuple[tuple[str, Any], ...] = ()  # (MethodSpec field, value)
+    name: str | None = None  # as the user wrote it; the table's column header
 
     @property
     def label(self) -> str:
-        if not self.dca:
-            return "no DCA"
-        if isinstance(self.logit_scale, float):
-            return f"DCA scale={self.logit_scale}"
-        return f"DCA {self.logit_scale}"
+        if self.name:
+            return self.name
+        return ",".join([self.method, *(f"{k}={v}" for k, v in self.changes)])
+
+    def spec(self, base: Any) -> Any:
+        """The MethodSpec this setting runs: the base's settings this method reads, then its changes."""
+        from dataclasses import replace
+
+        from chunkqa.methods.spec import SETTINGS
+
+        kept = {f: getattr(base, f) for f in (*SETTINGS[self.method], "kernel")}
+        cleared = replace(base.__class__(name="none"), **kept)
+        return replace(cleared, name=self.method, **dict(self.changes))
+
+
+def _value(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_setting(text: str) -> Setting:
+    """ "selfextend,group_size=8,window=2048" -> its Setting (values as numbers where they read as one)."""
+    from chunkqa.methods.spec import METHODS, SETTINGS
+
+    name, *pairs = [part.strip() for part in text.split(",")]
+    if name not in METHODS:
+        raise UsageError(f"unknown method {name!r} in the setting {text!r}", hint=SETTING_HINT)
+    changes = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key.strip() not in SETTINGS[name]:
+            allowed = ", ".join(SETTINGS[name]) or "none"
+            raise UsageError(
+                f"cannot read {pair!r} in the setting {text!r} (settings of {name}: {allowed})",
+                hint=SETTING_HINT,
+            )
+        changes.append((key.strip(), _value(value.strip())))
+    return Setting(name, tuple(changes), text.strip())
 
 
 def parse_scales(text: str | None) -> list[str | float]:
@@ -106,19 +151,37 @@ def parse_scales(text: str | None) -> list[str | float]:
     from chunkqa.methods.dca.config import parse_logit_scale
 
     scales: list[str | float] = []
-    for item in str(text or "auto").split(","):
+    for item in str(text or "1").split(","):
         scale = parse_logit_scale(item.strip())
         if scale not in scales:
             scales.append(scale)
     return scales
 
 
-def make_settings(dca: bool, compare: bool, scales_text: str | None) -> list[Setting]:
-    """The settings to run: 'no DCA' first with --compare, then one DCA setting per logit scale.
+NO_METHOD = Setting("none", name="no DCA")
 
-    Without DCA (--no-dca) only 'no DCA' runs, whatever the scales say.
+
+def make_settings(
+    method: str, compare: bool, scales_text: str | None, methods: Sequence[str] = ()
+) -> list[Setting]:
+    """The settings to run, in order.
+
+    With `methods` (eval's repeatable --method): one setting each, plus 'no DCA' first with --compare.
+    Otherwise the command's own method: for DCA one setting per logit scale ('DCA auto',
+    'DCA scale=1.0'), 'no DCA' first with --compare; another method runs as it is.
     """
-    if not dca:
-        return [Setting(dca=False)]
-    without = [Setting(dca=False)] if compare else []
-    return without + [Setting(dca=True, logit_scale=scale) for scale in parse_scales(scales_text)]
+    if methods:
+        chosen = [parse_setting(text) for text in methods]
+        missing = compare and not any(s.method == "none" for s in chosen)
+        return ([NO_METHOD] if missing else []) + chosen
+    if method == "none":
+        return [NO_METHOD]
+    without = [NO_METHOD] if compare else []
+    if method != "dca":
+        return [*without, Setting(method, name=method)]
+    scales = parse_scales(scales_text)
+    return without + [Setting("dca", (("logit_scale", s),), name=_scale_label(s)) for s in scales]
+
+
+def _scale_label(scale: str | float) -> str:
+    return f"DCA scale={scale}" if isinstance(scale, float) else f"DCA {scale}"

@@ -156,6 +156,7 @@ class NeedleEval:
     trials: int
     seed: int
     label: str  # where the texts come from, for the banner
+    piece: int = 4096  # prefill tokens per forward call
     kind: str = "needle"
 
     @property
@@ -176,8 +177,7 @@ class NeedleEval:
                 out.append(Cell(length, items, sum(t.prompt_tokens for t in items), depth))
         return out
 
-    @staticmethod
-    def score_cell(run: Any, cell: Any, tick: Any) -> dict[str, Any]:
+    def score_cell(self, run: Any, cell: Any, tick: Any) -> dict[str, Any]:
         """Accuracy of one (length, depth) cell, each question asked through a chunkqa Session."""
         from chunkqa.engine.results import GenerationConfig
         from chunkqa.session import Session
@@ -185,7 +185,7 @@ class NeedleEval:
         builder = prompt_builder(run.tokenizer)
         correct, misses = 0, []
         for trial in cell.items:
-            session = Session(run, builder, trial.document_ids)
+            session = Session(run, builder, trial.document_ids, piece=self.piece)
             answer, _ = session.answer(trial.question, GenerationConfig.greedy(MAX_NEW_TOKENS))
             ok = is_correct(answer, trial.number)
             correct += ok

@@ -191,14 +191,14 @@ def cells(
     return out
 
 
-def score_cell(run: Any, cell: Any, tick: Callable[[int], None]) -> dict[str, Any]:
+def score_cell(run: Any, cell: Any, tick: Callable[[int], None], piece: int = 4096) -> dict[str, Any]:
     """Accuracy at one length under the setting `run` carries; a few misses are kept for reading."""
     from chunkqa.evals.runner import greedy
 
     correct = exact = 0
     misses = []
     for trial in cell.items:
-        generated = greedy(run, trial.ids, trial.max_new_tokens)
+        generated = greedy(run, trial.ids, trial.max_new_tokens, piece)
         ok, token_exact = score(run.tokenizer, trial, generated)
         correct, exact = correct + ok, exact + token_exact
         if not ok and len(misses) < MISSES_KEPT:
@@ -233,6 +233,7 @@ class PasskeyEval:
     trials: int
     seed: int
     layouts: tuple[Layout, ...] = (Layout("lines"),)
+    piece: int = 4096  # prefill tokens per forward call
     kind: str = "passkey"
 
     @property
@@ -245,7 +246,7 @@ class PasskeyEval:
         return cells(loaded.tokenizer, lengths, self.trials, self.seed, self.layouts)
 
     @staticmethod
-    def score_cell(run: Any, cell: Any, tick: Callable[[int], None]) -> dict[str, Any]:
+    def score_cell(run: Any, cell: Any, tick: Callable[[int], None], piece: int = 4096) -> dict[str, Any]:
         return score_cell(run, cell, tick)
 
     summary = staticmethod(accuracy_summary)

@@ -140,6 +140,7 @@ class PerplexityEval:
     texts: tuple[Any, ...]  # chunkqa.evals.data.Text
     windows: int
     label: str  # where the texts come from, for the banner
+    piece: int = MAX_PIECE  # at most this many tokens per forward call (and never past LOGITS_BUDGET)
     kind: str = "ppl"
 
     @property
@@ -161,7 +162,7 @@ class PerplexityEval:
 
     def score_cell(self, run: Any, cell: Any, tick: Callable[[int], None]) -> dict[str, Any]:
         """Record fields for one length under the setting `run` carries."""
-        piece = piece_size(run.model.config.get_text_config().vocab_size)
+        piece = min(self.piece, piece_size(run.model.config.get_text_config().vocab_size))
         score = perplexity(run.model, run.handle, cell.items, piece, lambda w: tick(len(w.ids)))
         return {
             "metric": "ppl",

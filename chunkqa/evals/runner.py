@@ -33,23 +33,24 @@ class Cell:
 def load_once(spec: Any, base: Any, settings: Sequence[Setting]) -> Any:
     """Check every setting against the model's config, then load the weights once, with no method.
 
-    spec: chunkqa.engine.loading.ModelSpec; base: chunkqa.methods.spec.MethodSpec (the settings every
-    run shares; each Setting picks the method and its logit scale).
+    spec: chunkqa.engine.loading.ModelSpec; base: chunkqa.methods.spec.MethodSpec (the command's own
+    settings; each Setting picks a method and changes some of them).
     """
     from chunkqa.engine.loading import load_model, resolve_model
-    from chunkqa.methods.spec import resolve_method
 
     info = resolve_model(spec)
     for setting in settings:
-        resolve_method(method_for(base, setting), info.config)
+        resolve_for(setting.spec(base), info.config)
     return load_model(info)
 
 
-def method_for(base: Any, setting: Setting) -> Any:
-    """The MethodSpec one setting runs: the base settings, with this setting's method and scale."""
-    if not setting.dca:
-        return replace(base, name="none")
-    return replace(base, name="dca", logit_scale=setting.logit_scale)
+def resolve_for(spec: Any, config: Any, length: int | None = None) -> Any:
+    """A setting's resolved method for a model config (its RoPE scaled first, when it asks)."""
+    from chunkqa.methods.ropescale import scaled_config
+    from chunkqa.methods.spec import resolve_method
+
+    scaled = scaled_config(config, spec.rope) if spec.rope is not None else config
+    return resolve_method(spec, scaled, target_length=length)
 
 
 def pretraining_length(loaded: Any, base: Any) -> int:
@@ -60,17 +61,25 @@ def pretraining_length(loaded: Any, base: Any) -> int:
 
 
 @contextmanager
-def applied(loaded: Any, base: Any, setting: Setting) -> Iterator[Any]:
-    """The loaded model as this setting runs it; the method is removed again on the way out."""
-    from chunkqa.methods.spec import apply_method, resolve_method
+def applied(loaded: Any, base: Any, setting: Setting, length: int | None = None) -> Iterator[Any]:
+    """The loaded model as this setting runs it at `length` tokens (SelfExtend's defaults depend on it);
+    the method (and a scaled RoPE) are removed again on the way out."""
+    from chunkqa.methods.ropescale import apply_rope
+    from chunkqa.methods.spec import apply_method
 
-    spec = method_for(base, setting)
-    handle = apply_method(loaded.model, resolve_method(spec, loaded.model.config), kernel=base.kernel)
+    spec = setting.spec(base)
+    resolved = resolve_for(spec, loaded.model.config, length)
+    undo_rope = apply_rope(loaded.model, spec.rope) if spec.rope is not None else None
     try:
-        yield replace(loaded, handle=handle)
+        handle = apply_method(loaded.model, resolved, kernel=base.kernel)
+        try:
+            yield replace(loaded, handle=handle)
+        finally:
+            if handle is not None:
+                handle.remove()
     finally:
-        if handle is not None:
-            handle.remove()
+        if undo_rope is not None:
+            undo_rope()
 
 
 def logit_scale_pinned(loaded: Any, length: int) -> Any:
@@ -78,7 +87,7 @@ def logit_scale_pinned(loaded: Any, length: int) -> Any:
     return loaded.handle.prompt_length(length) if loaded.handle is not None else nullcontext()
 
 
-def greedy(loaded: Any, ids: Sequence[int], max_new_tokens: int) -> list[int]:
+def greedy(loaded: Any, ids: Sequence[int], max_new_tokens: int, piece: int | None = None) -> list[int]:
     """Greedy tokens after a prompt (stop tokens included), the prompt prefilled in pieces."""
     from transformers import DynamicCache
 
@@ -89,7 +98,7 @@ def greedy(loaded: Any, ids: Sequence[int], max_new_tokens: int) -> list[int]:
     config = GenerationConfig.greedy(max_new_tokens)
     stops = stop_token_ids(loaded.model, loaded.tokenizer)
     with logit_scale_pinned(loaded, len(ids)):
-        logits = prefill(loaded.model, ids, cache, PREFILL_PIECE)
+        logits = prefill(loaded.model, ids, cache, piece or PREFILL_PIECE)
         return list(decode_tokens(loaded.model, cache, logits, config, stops))
 
 
@@ -105,9 +114,9 @@ def versions() -> dict[str, str]:
 
 def record(kind: str, loaded: Any, setting: Setting, length: int, pretraining: int, **fields: Any) -> dict:
     """One JSON-ready result: what was run (model, setting, length) and what it scored."""
-    dca = None
+    method = None
     if loaded.handle is not None:
-        dca = {**loaded.handle.config.describe(), "logit_factor": loaded.handle.logit_factor(length)}
+        method = {**loaded.handle.config.describe(), "logit_factor": loaded.handle.logit_factor(length)}
     return {
         "eval": kind,
         "model": loaded.spec.name,
@@ -115,7 +124,8 @@ def record(kind: str, loaded: Any, setting: Setting, length: int, pretraining: i
         "dtype": str(loaded.dtype).removeprefix("torch."),
         "device": str(loaded.device),
         "setting": setting.label,
-        "dca": dca,
+        "method": setting.method,
+        "method_settings": method,
         "pretraining_length": pretraining,
         "length": length,
         "extension": round(length / pretraining, 3),
@@ -137,12 +147,14 @@ def run_cells(
     pretraining = pretraining_length(loaded, base)
     tick = tick or (lambda tokens: None)
     for setting in settings:
-        with applied(loaded, base, setting) as run:
-            for cell in cells:
+        for cell in cells:  # applied per cell: a method's defaults may follow the length (SelfExtend)
+            with applied(loaded, base, setting, cell.length) as run:
                 fields = scorer(run, cell, tick)
-                if cell.variant is not None:
-                    fields = {"layout": cell.variant, **fields}
-                yield record(kind, run, setting, cell.length, pretraining, **fields)
+            rope = setting.spec(base).rope
+            fields = {"rope": str(rope) if rope is not None else None, **fields}
+            if cell.variant is not None:
+                fields = {"layout": cell.variant, **fields}
+            yield record(kind, run, setting, cell.length, pretraining, **fields)
 
 
 def total_tokens(cells: Sequence[Cell], settings: Sequence[Setting]) -> int:

@@ -1,9 +1,10 @@
 """`chunkqa selftest`: is DCA really working for this model, these settings and this transformers?
 
 Two checks, never a silent pass:
-  * the patch: on one prompt of c + 16 tokens, the patched model's logits must equal the unpatched
-    model's at the last position of the first chunk (DCA is plain attention there; checked when the
-    logit factor is 1) and must differ at the last position (past c, where DCA moves positions);
+  * the patch: on one prompt of c + 16 tokens (SelfExtend: W + 16), the patched model's logits must
+    equal the unpatched model's at the last position of the first chunk (SelfExtend: the W-th token;
+    the method is plain attention there; checked when the logit factor is 1) and must differ at the
+    last position (where the method moves positions);
   * retrieval: pass-key accuracy >= 0.8 at every length (default 2P, 4P, 8P, at most 32k tokens).
 """
 
@@ -63,6 +64,17 @@ def relative(a: Any, b: Any) -> float:
     return float((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30))
 
 
+def exact_span(config: Any) -> tuple[int, int]:
+    """(tokens over which the method is plain attention, a prompt length where it is not).
+
+    DCA is plain attention within its first chunk (s = c - w tokens) and moves positions past c;
+    SelfExtend is plain attention while every key is less than W back, and groups positions past W.
+    """
+    if hasattr(config, "chunk_len"):
+        return config.chunk_len, config.chunk_size + PAST_CHUNK
+    return config.window, config.window + PAST_CHUNK
+
+
 def patch_check(loaded: Any, base: Any, setting: Any) -> PatchCheck:
     """Compare one forward pass with and without DCA (the loaded model must be unpatched)."""
     import torch
@@ -72,12 +84,16 @@ def patch_check(loaded: Any, base: Any, setting: Any) -> PatchCheck:
     from chunkqa.evals.runner import applied
 
     with applied(loaded, base, setting) as run:
-        config = run.handle.config
-        count = config.chunk_size + PAST_CHUNK
+        if run.handle is None:
+            raise ChunkqaError(
+                f"selftest checks a patch, and the method {setting.method} has none",
+                hint="use dca or selfextend",
+            )
+        plain_until, count = exact_span(run.handle.config)
         factor_is_one = run.handle.logit_factor(count) == 1.0
     text_ids = encode(loaded.tokenizer, garbage(16 * count))
     ids = torch.tensor([[*bos_ids(loaded.tokenizer), *text_ids][:count]], device=loaded.device)
-    keep = torch.tensor([config.chunk_len - 1, ids.shape[1] - 1], device=loaded.device)
+    keep = torch.tensor([plain_until - 1, ids.shape[1] - 1], device=loaded.device)
     with torch.inference_mode():
         plain = loaded.model(ids, use_cache=False, logits_to_keep=keep).logits[0]  # [2, V]
         with applied(loaded, base, setting) as run:

@@ -6,13 +6,13 @@ from collections.abc import Sequence
 from typing import Any
 
 
-def aligned(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Columns padded to their widest cell: the first left-aligned, the others right-aligned."""
+def aligned(header: Sequence[str], rows: Sequence[Sequence[str]], left: Sequence[int] = (0,)) -> str:
+    """Columns padded to their widest cell: those in `left` left-aligned, the others right-aligned."""
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
 
     def line(row: Sequence[str]) -> str:
         cells = [
-            str(c).ljust(w) if i == 0 else str(c).rjust(w)
+            str(c).ljust(w) if i in left else str(c).rjust(w)
             for i, (c, w) in enumerate(zip(row, widths, strict=True))
         ]
         return "  ".join(cells).rstrip()
@@ -42,7 +42,7 @@ def metric_table(records: Sequence[dict[str, Any]]) -> str:
     ]
     by_key = {(r["setting"], r.get("layout"), r["length"]): r for r in records}
     show_tokens = any(r["mean_tokens"] != r["length"] for r in records)
-    show_layout = any(layout is not None for layout, _ in rows_of)
+    show_layout = len({layout for layout, _ in rows_of}) > 1
     header = [*(["layout"] if show_layout else []), "length", "x P", *(["tokens"] if show_tokens else [])]
     rows = []
     for layout, length in rows_of:

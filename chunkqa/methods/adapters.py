@@ -41,6 +41,17 @@ def check_architecture(config: Any) -> str:
     return model_type
 
 
+def find_decoder(model: nn.Module) -> nn.Module:
+    """The base model whose forward computes RoPE (its `rotary_emb`) for every layer."""
+    decoder = getattr(model, "base_model", model)
+    if getattr(decoder, "rotary_emb", None) is None:
+        raise UnsupportedModelError(
+            f"this {type(model).__name__} has no rotary embedding on its base model",
+            hint="this transformers version may lay the model out differently; please report it",
+        )
+    return decoder
+
+
 def find_parts(model: nn.Module) -> ModelParts:
     """Locate the decoder, rotary embedding and attention modules, or say why this model is not supported."""
     model_type = check_architecture(getattr(model, "config", None))

@@ -39,7 +39,7 @@ GREEDY = GenerationConfig.greedy(12)
 
 @pytest.fixture(scope="module")
 def loaded(cli_models):
-    return load_with_method(cli_models["qwen2"])
+    return load_with_method(cli_models["qwen2"], logit_scale="auto")  # a factor that follows the length
 
 
 def new_session(loaded, doc: str = DOC, system: str | None = None, store=None) -> Session:

@@ -77,7 +77,17 @@ def test_stdin_document(cli_models):
 
 
 def test_json_schema(cli_models, doc):
-    code, out, err = ask(str(doc), "Who?", "-m", str(cli_models["qwen2"]), "--max-new-tokens", "5", "--json")
+    code, out, err = ask(
+        str(doc),
+        "Who?",
+        "-m",
+        str(cli_models["qwen2"]),
+        "--max-new-tokens",
+        "5",
+        "--json",
+        "--logit-scale",
+        "auto",
+    )
     assert code == 0
     record = json.loads(out)
     assert out.count("\n") == 1
@@ -87,7 +97,7 @@ def test_json_schema(cli_models, doc):
         "stop_reason",
         "model",
         "document",
-        "dca",
+        "method",
         "tokens",
         "timings",
         "memory",
@@ -98,8 +108,11 @@ def test_json_schema(cli_models, doc):
     source = record["document"]["sources"][0]
     assert source["sha256"] == hashlib.sha256(doc.read_bytes()).hexdigest() and source["kind"] == "text"
     assert record["document"]["tokens"] > 64
-    assert record["dca"]["chunk_size"] == 48 and record["dca"]["local_window"] == 8
-    assert record["dca"]["logit_factor"] > 1.0 and record["dca"]["extension"] > 1
+    assert record["method"]["name"] == "dca" and record["method"]["pretraining_length"] == 64
+    assert (
+        record["method"]["settings"]["chunk_size"] == 48 and record["method"]["settings"]["local_window"] == 8
+    )
+    assert record["method"]["logit_factor"] > 1.0 and record["method"]["extension"] > 1
     assert record["tokens"]["generated_tokens"] <= 5
     assert record["timings"]["ttft_seconds"] > 0 and record["memory"]["peak"]["cpu"]["rss"] > 0
     assert "answer" not in err
@@ -141,7 +154,7 @@ def test_no_dca_says_so_and_warns(cli_models, doc):
         "--max-context",
         "100000",
     )
-    assert code == 0 and "DCA off · pretraining length P 64" in err
+    assert code == 0 and "DCA off (the model as it is) · P 64" in err
     assert "Warning: the context is longer than the model's pretraining length" in err
 
 
@@ -163,7 +176,7 @@ def test_over_budget_exits_3_unless_truncated(cli_models, doc):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--dtype", "float8"], "unknown dtype"),
+        (["--dtype", "float8"], "unknown --dtype 'float8'"),
         (["--logit-scale", "lots"], "--logit-scale must be"),
         (["--local-window", "48"], "--local-window (48) must be smaller than --chunk-size (48)"),
         (["--chunk-size", "65"], "must not exceed the pretraining length"),
@@ -195,7 +208,7 @@ def test_document_errors(tmp_path, cli_models):
     writer.write(locked)
     cases = [
         (tmp_path / "missing.pdf", 2, "no such file"),
-        (tmp_path, 1, "is a directory"),
+        (tmp_path, 2, "is a directory"),  # a path naming the wrong kind of thing: the command must change
         (empty, 1, "is empty"),
         (binary, 1, "does not look like text or PDF"),
         (blank_pdf, 1, "has no text layer"),
@@ -212,7 +225,12 @@ def test_document_errors(tmp_path, cli_models):
 
 def test_model_errors(tmp_path, doc):
     code, _, err = ask(str(doc), "Who?", "-m", str(tmp_path / "nowhere"))
-    assert code == 1 and "Error: no such model directory" in err
+    assert code == 2 and "Error: no such model directory" in err  # exit 2, as for a missing document
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "pytorch_model.bin").write_bytes(b"x")
+    code, _, err = ask(str(doc), "Who?", "-m", str(tmp_path / "weights"))
+    assert code == 2 and "has no config.json (it holds pytorch_model.bin)" in err
+    assert "chunkqa reads a model folder as save_pretrained writes it" in err
     code, _, err = ask(str(doc), "Who?", "-m", "nobody/not-cached-model")
     assert code == 1 and "offline, and it is not in the Hugging Face cache" in err
 
@@ -251,12 +269,16 @@ def test_inspect_loads_no_weights(cli_models, doc):
     result = CliRunner().invoke(app, ["inspect", str(doc), "-m", str(cli_models["llama"]), "--json"])
     assert result.exit_code == 0
     record = json.loads(result.stdout)
-    assert record["fits"] is True and record["pretraining_length"] == 64 and record["dca"]["chunk_size"] == 48
+    assert (
+        record["fits"] is True
+        and record["pretraining_length"] == 64
+        and record["method"]["settings"]["chunk_size"] == 48
+    )
     assert record["tokens"]["document"] > 64 and record["memory"]["kv_cache"] > 0
     result = CliRunner().invoke(
         app, ["inspect", str(PDF), "-m", str(cli_models["llama"]), "--max-context", "500"]
     )
-    assert result.exit_code == 3 and "does NOT fit" in result.stderr and "18 pages" in result.stderr
+    assert result.exit_code == 3 and "does NOT fit" in result.stdout and "18 pages" in result.stdout
 
 
 # ---- the process itself ----------------------------------------------------------------------

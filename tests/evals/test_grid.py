@@ -7,12 +7,13 @@ import pytest
 from chunkqa.errors import UsageError
 from chunkqa.evals.grid import (
     Length,
-    Setting,
     make_settings,
     parse_depths,
     parse_lengths,
+    parse_setting,
     resolve_lengths,
 )
+from chunkqa.methods.spec import MethodSpec
 
 
 def test_lengths_accept_tokens_kibi_and_multiples_of_p():
@@ -50,15 +51,41 @@ def test_bad_depths_are_usage_errors(text):
 
 
 def test_compare_puts_no_dca_first_then_one_setting_per_scale():
-    settings = make_settings(dca=True, compare=True, scales_text="1,auto,auto:0.1,auto:0.05")
+    settings = make_settings("dca", compare=True, scales_text="1,auto,auto:0.1,auto:0.05")
     assert [s.label for s in settings] == ["no DCA", "DCA scale=1.0", "DCA auto", "DCA auto:0.1"]
-    assert settings[1] == Setting(dca=True, logit_scale=1.0)
+    assert settings[1].spec(MethodSpec()) == MethodSpec(logit_scale=1.0)
+    assert settings[0].spec(MethodSpec(chunk_size=40)) == MethodSpec("none")
 
 
 def test_no_dca_runs_only_without_dca():
-    assert make_settings(dca=False, compare=True, scales_text="1,auto") == [Setting(dca=False)]
+    assert [s.spec(MethodSpec()).name for s in make_settings("none", True, "1,auto")] == ["none"]
 
 
 def test_bad_logit_scale_in_the_list_is_a_usage_error():
     with pytest.raises(UsageError):
-        make_settings(dca=True, compare=False, scales_text="auto,-1")
+        make_settings("dca", compare=False, scales_text="auto,-1")
+
+
+def test_settings_name_a_method_and_its_changes():
+    texts = ["dca", "dca,logit_scale=1", "selfextend,group_size=8,window=2048", "rope,rope=yarn:4", "none"]
+    settings = make_settings("dca", compare=True, scales_text=None, methods=texts)
+    assert [s.label for s in settings] == texts  # --compare adds nothing: "none" is there
+    base = MethodSpec(chunk_size=40, logit_scale=2.0, pretraining_length=128)
+    specs = [s.spec(base) for s in settings]
+    assert specs[0] == base and specs[1] == MethodSpec(chunk_size=40, logit_scale=1, pretraining_length=128)
+    assert specs[2] == MethodSpec("selfextend", group_size=8, window=2048, pretraining_length=128)
+    assert str(specs[3].rope) == "yarn:4" and specs[3].name == "rope"
+    assert [s.label for s in make_settings("dca", True, None, ["dca"])] == ["no DCA", "dca"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("magic", "unknown method 'magic'"),
+        ("selfextend,chunk_size=8", "settings of selfextend: pretraining_length, group_size, window"),
+        ("dca,logit_scale", "cannot read 'logit_scale'"),
+    ],
+)
+def test_bad_settings_are_usage_errors(text, message):
+    with pytest.raises(UsageError, match=message):
+        parse_setting(text)

@@ -9,11 +9,11 @@ import torch
 
 from chunkqa.engine.loading import ModelSpec
 from chunkqa.errors import DCAConfigError
-from chunkqa.evals.grid import Setting
+from chunkqa.evals.grid import make_settings
 from chunkqa.evals.runner import Cell, applied, greedy, load_once, run_cells, total_tokens
 from chunkqa.methods.spec import MethodSpec
 
-SETTINGS = [Setting(dca=False), Setting(dca=True, logit_scale=1.0), Setting(dca=True, logit_scale="auto")]
+SETTINGS = make_settings("dca", compare=True, scales_text="1,auto")  # no DCA, DCA scale=1.0, DCA auto
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +67,9 @@ def test_run_cells_scores_every_cell_under_every_setting(loaded):
     assert seen == [(False, 64), (False, 128), (True, 64), (True, 128), (True, 64), (True, 128)]
     assert sum(ticks) == total_tokens(cells, SETTINGS) == 3 * 320
     first, last = records[0], records[-1]
-    assert first["setting"] == "no DCA" and first["dca"] is None
-    assert last["setting"] == "DCA auto" and last["dca"]["logit_scale"] == "auto"
-    assert last["dca"]["logit_factor"] == pytest.approx((0.05 * math.log(2) + 1) ** 2)
+    assert first["setting"] == "no DCA" and first["method_settings"] is None
+    assert last["setting"] == "DCA auto" and last["method_settings"]["logit_scale"] == "auto"
+    assert last["method_settings"]["logit_factor"] == pytest.approx((0.05 * math.log(2) + 1) ** 2)
     assert {
         "eval",
         "model",

@@ -11,7 +11,7 @@ from chunkqa.evals.runner import load_once
 from chunkqa.evals.selftest import PatchCheck, default_lengths, failures, patch_check, verdict
 from chunkqa.methods.spec import MethodSpec
 
-AUTO = Setting(dca=True, logit_scale="auto")
+AUTO = Setting("dca", name="DCA auto")
 
 
 def test_default_lengths_are_2p_4p_8p_capped():
@@ -62,7 +62,7 @@ def test_patch_that_breaks_plain_attention_is_caught(loaded, monkeypatch):
 
 
 def test_constant_logit_scale_skips_the_inside_check(loaded):
-    check = patch_check(loaded, MethodSpec(), Setting(dca=True, logit_scale=2.0))
+    check = patch_check(loaded, MethodSpec(), Setting("dca", (("logit_scale", 2.0),)))
     assert check.within is None and check.intact and check.active
 
 

@@ -45,14 +45,27 @@ def text_args() -> list[str]:
 
 
 def test_perplexity_at_4x_is_far_lower_with_dca():
-    found = records("eval", "ppl", "--lengths", "1x,4x", "--windows", "3", "--compare", *text_args())
+    found = records(
+        "eval",
+        "ppl",
+        "--lengths",
+        "1x,4x",
+        "--windows",
+        "3",
+        "--compare",
+        "--logit-scale",
+        "auto",
+        *text_args(),
+    )
     ppl = {(r["setting"], r["length"]): r["value"] for r in found}
     assert ppl["DCA auto", 1024] < ppl["no DCA", 1024] / 3
     assert ppl["DCA auto", 1024] < 1.3 * ppl["DCA auto", 256]  # near its 1x value
 
 
 def test_pass_keys_at_8x_are_found_with_dca():
-    (found,) = records("eval", "passkey", "--lengths", "8x", "--trials", "5", "--seed", "0")
+    (found,) = records(
+        "eval", "passkey", "--lengths", "8x", "--trials", "5", "--seed", "0", "--logit-scale", "auto"
+    )
     assert found["length"] == 2048 and found["setting"] == "DCA auto"
     assert found["correct"] == 5, found["misses"]
 
@@ -69,7 +82,7 @@ def test_needle_table_json_lines_and_heatmap(tmp_path):
     result = CliRunner().invoke(
         app,
         ["eval", "needle", "-m", "tiny", "--lengths", "2x", "--depths", "0.5", "--trials", "2", "--compare",
-         "--plot", str(png), "--jsonl", str(jsonl), *text_args()],
+         "--logit-scale", "auto", "--plot", str(png), "--jsonl", str(jsonl), *text_args()],
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     assert result.stdout.splitlines()[:3] == ["no DCA", "depth  512", "50%     0%"]

@@ -13,6 +13,8 @@ from typing import Any
 from chunkqa.errors import DCAConfigError
 
 AUTO_COEF = 0.05  # the reference patch: m = 0.05 * ln(L / P) + 1
+# No scaling: on SmolLM2-135M "auto" lost pass keys and perplexity (docs/evaluation.md, "Choosing defaults")
+DEFAULT_LOGIT_SCALE = 1.0
 
 
 def parse_logit_scale(value: str | float | int) -> str | float:
@@ -55,7 +57,7 @@ class DCAConfig:
     pretraining_length: int  # P: the length the model was trained at with its own RoPE settings
     chunk_size: int  # c: the largest relative position DCA ever uses
     local_window: int  # w: tokens of the previous chunk kept at exact relative positions
-    logit_scale: str | float = "auto"  # "auto", "auto:<coef>" or a constant factor
+    logit_scale: str | float = DEFAULT_LOGIT_SCALE  # "auto", "auto:<coef>" or a constant factor
 
     def __post_init__(self) -> None:
         for name in ("pretraining_length", "chunk_size", "local_window"):
@@ -73,6 +75,9 @@ class DCAConfig:
                 "never trained"
             )
         object.__setattr__(self, "logit_scale", parse_logit_scale(self.logit_scale))
+
+    key_copies = 1  # each key is cached once, rotated at its in-chunk position
+    max_length = None  # no longest sequence: memory is the limit
 
     @property
     def chunk_len(self) -> int:
@@ -95,6 +100,7 @@ class DCAConfig:
     def describe(self) -> dict[str, Any]:
         """The settings as plain JSON-friendly values."""
         return {
+            "method": "dca",
             "pretraining_length": self.pretraining_length,
             "chunk_size": self.chunk_size,
             "local_window": self.local_window,
@@ -122,7 +128,7 @@ def resolve_config(
     pretraining_length: int | None = None,
     chunk_size: int | None = None,
     local_window: int | None = None,
-    logit_scale: str | float = "auto",
+    logit_scale: str | float = DEFAULT_LOGIT_SCALE,
 ) -> DCAConfig:
     """Settings for a model: the caller's values where given, else those its config implies.
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from chunkqa.methods.adapters import find_parts, project_qkv
 from chunkqa.methods.dca.attention import dca_attention
-from chunkqa.methods.dca.config import DCAConfig, resolve_config
+from chunkqa.methods.dca.config import DEFAULT_LOGIT_SCALE, DCAConfig, resolve_config
 from chunkqa.methods.dca.masked import masked_dca_attention, plan_masks
 from chunkqa.methods.dca.positions import key_positions
 from chunkqa.methods.patching import (
@@ -54,7 +54,7 @@ def apply_dca(
     pretraining_length: int | None = None,
     chunk_size: int | None = None,
     local_window: int | None = None,
-    logit_scale: str | float = "auto",
+    logit_scale: str | float = DEFAULT_LOGIT_SCALE,
     kernel: str = "auto",
     *,
     config: DCAConfig | None = None,

@@ -44,6 +44,8 @@ class SelfExtendConfig:
                 f"`pretraining_length` ({self.pretraining_length})"
             )
 
+    key_copies = 2  # each key is cached rotated twice: at j (neighbors) and at floor(j / G) (grouped)
+
     @property
     def max_length(self) -> int:
         """The longest sequence whose largest relative position stays below P.

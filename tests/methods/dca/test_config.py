@@ -33,7 +33,7 @@ def test_defaults_come_from_max_position_embeddings(config, expected):
     cfg = resolve_config(config)
     assert (cfg.pretraining_length, cfg.chunk_size, cfg.local_window) == expected
     assert cfg.chunk_len == expected[1] - expected[2]
-    assert cfg.logit_scale == "auto"
+    assert cfg.logit_scale == 1.0  # no scaling by default (the real model's evidence, docs/evaluation.md)
 
 
 def test_qwen_dual_chunk_config_supplies_its_own_settings():
@@ -84,7 +84,7 @@ def test_bad_settings_raise_clear_errors(kwargs, message):
 
 
 def test_logit_factor_auto_follows_the_reference_formula():
-    cfg = DCAConfig(4096, 3072, 512)
+    cfg = DCAConfig(4096, 3072, 512, "auto")
     assert cfg.logit_factor(4096) == 1.0
     assert cfg.logit_factor(100) == 1.0
     m = 0.05 * math.log(32768 / 4096) + 1
@@ -111,9 +111,10 @@ def test_config_is_frozen():
     with pytest.raises(AttributeError):
         cfg.chunk_size = 10  # type: ignore[misc]
     assert cfg.describe() == {
+        "method": "dca",
         "pretraining_length": 64,
         "chunk_size": 48,
         "local_window": 8,
         "chunk_len": 40,
-        "logit_scale": "auto",
+        "logit_scale": 1.0,
     }

@@ -14,7 +14,8 @@ import os
 import pytest
 import torch
 from dca_reference import attention_modules, plain_rope, reference_dca, reference_logits
-from tiny_models import FAMILIES, load_tiny, tokens
+from tiny_models import DCA_FAMILIES as FAMILIES
+from tiny_models import load_tiny, tokens
 from transformers import DynamicCache
 
 from chunkqa import apply_dca

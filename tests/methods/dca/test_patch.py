@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 from dca_reference import attention_modules, reference_logits
-from tiny_models import FAMILIES, load_tiny, save_tiny, tokens
+from tiny_models import DCA_FAMILIES as FAMILIES
+from tiny_models import load_tiny, save_tiny, tokens
 from transformers import DynamicCache, StaticCache
 
 from chunkqa import apply_dca
@@ -219,7 +220,7 @@ def test_logit_scale_is_fixed_per_sequence(load):
     """While decoding, the factor stays at the prompt's: no drift as the sequence grows."""
     model = load("llama")
     ids = tokens(300, seed=9)
-    handle = apply_dca(model)
+    handle = apply_dca(model, logit_scale="auto")  # a factor that depends on the length
     cache = DynamicCache(config=model.config)
     with torch.no_grad():
         model(ids[:, :200], **cache_kwargs(model, cache))

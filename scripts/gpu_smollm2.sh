@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The real-model evaluations on a GPU (docs/evaluation.md): SmolLM2-135M-Instruct from its GGUF file.
+# Run from the repository root on a CUDA machine. The GGUF travels in parts (the device tool carries at
+# most 64 MiB a call): .carry/p1, p2, p3 hold `split -n 3` pieces, joined into /tmp/gg by step `join`.
+# The validation books travel in .carry/books. Results go to $OUT (default /tmp/chunkqa-gpu).
+# Arguments name the steps, e.g. `bash scripts/gpu_smollm2.sh join setup suite probe`.
+set -uo pipefail
+OUT=${OUT:-/tmp/chunkqa-gpu}
+mkdir -p "$OUT" /tmp/gg
+export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 CHUNKQA_CACHE_DIR=/tmp/chunkqa-kv
+export CHUNKQA_EVAL_DATA=$PWD/.carry/books
+GGUF=/tmp/gg/SmolLM2-135M-Instruct.Q4_1.gguf
+MODEL=/tmp/gg/smollm2-dir
+export CHUNKQA_KERNEL=${KERNEL:-sdpa-flash}  # the fastest DCA/SelfExtend prefill kernel on the H200 here
+EVAL="python3 -m chunkqa eval"
+
+step() {
+  local name=$1; shift
+  local t0=$SECONDS
+  "$@" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  echo "$name rc=$rc $((SECONDS - t0))s" | tee -a "$OUT/steps.txt"
+}
+
+join() {
+  for part in .carry/p1/part.00 .carry/p2/part.01 .carry/p3/part.02; do
+    [ -f "$part" ] && cp "$part" /tmp/gg/
+  done
+  if [ -f /tmp/gg/part.02 ]; then
+    cat /tmp/gg/part.00 /tmp/gg/part.01 /tmp/gg/part.02 > "$GGUF" && md5sum "$GGUF"
+  fi
+  ls -la /tmp/gg
+}
+
+setup() {
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+  python3 - <<EOF
+import time, chunkqa
+start = time.perf_counter()
+loaded = chunkqa.load("$GGUF", method="none")
+print(f"GGUF loaded in {time.perf_counter() - start:.1f} s")
+loaded.model.save_pretrained("$MODEL")
+loaded.tokenizer.save_pretrained("$MODEL")
+EOF
+}
+
+for arg in "$@"; do
+  case $arg in
+    join) join ;;
+    setup) step setup setup ;;
+    suite) step suite python3 -m pytest -q -m gpu -p no:cacheprovider tests/methods/dca/test_gpu.py \
+        tests/methods/selfextend tests/cache/test_stream.py tests/engine/test_cuda_graphs.py \
+        tests/methods/dca/test_masked.py ;;
+    probe) for piece in 4096 32768; do
+        step "probe$piece" $EVAL passkey -m $MODEL --lengths 4x --trials 4 --layouts sentences \
+          --setting dca --setting selfextend --prefill-chunk $piece; done ;;
+    ask) step ask python3 -m chunkqa ask .carry/books/1342.txt "Who is Mr. Darcy's friend who rents Netherfield?" \
+        -m "$GGUF" --no-cache ;;
+    ppl) step ppl timeout ${LIMIT:-200} $EVAL ppl -m $MODEL --lengths 1x,2x,4x,8x,16x --windows 2 \
+        --prefill-chunk 8192 --setting none --setting dca,logit_scale=1 --setting dca --setting selfextend \
+        --setting rope,rope=yarn:16 --jsonl "$OUT/ppl.jsonl" ;;
+    passkey10) step passkey10 timeout ${LIMIT:-100} $EVAL passkey -m $MODEL --lengths 1x,2x,4x,8x,16x \
+        --trials ${TRIALS:-5} --layouts lines --setting none --setting dca,logit_scale=1 \
+        --prefill-chunk ${PIECE:-32768} --jsonl "$OUT/passkey10.jsonl" ;;
+    needle) step needle $EVAL needle -m $MODEL --lengths 1x,2x,4x,8x,16x --depths 0,0.5,1 --trials 2 \
+        --setting none --setting dca --setting selfextend --prefill-chunk ${PIECE:-32768} \
+        --jsonl "$OUT/needle.jsonl" ;;
+    sweep) step sweep timeout 560 $EVAL passkey -m $MODEL --lengths 2x,4x,8x --trials 20 \
+        --layouts sentences,prose --prefill-chunk ${PIECE:-32768} \
+        --setting dca,logit_scale=1 --setting dca --setting dca,logit_scale=auto:0.1 --setting rope,rope=yarn:8 \
+        --jsonl "$OUT/sweep.jsonl" ;;
+    sweep_se) step sweep_se timeout ${LIMIT:-400} $EVAL passkey -m $MODEL --lengths 2x,4x,8x \
+        --trials ${TRIALS:-20} --layouts sentences,prose --prefill-chunk ${PIECE:-32768} --setting selfextend \
+        --jsonl "$OUT/sweep_se.jsonl" ;;
+    sweep1x) step sweep1x $EVAL passkey -m $MODEL --lengths 1x --trials 20 --layouts sentences,prose \
+        --setting none --prefill-chunk ${PIECE:-32768} --jsonl "$OUT/sweep1x.jsonl" ;;
+    *) echo "unknown step $arg" ;;
+  esac
+done
+echo "== summary"
+cat "$OUT/steps.txt" 2>/dev/null
+for log in "$OUT"/*.log; do echo "== $log"; tail -n 16 "$log"; done
