@@ -87,6 +87,7 @@ def key_fields(loaded: Any, builder: Any, prefix: Sequence[int], tokenizer_id: s
             "files": model_fingerprint(loaded.source),
         },
         "architecture": loaded.config.model_type,
+        "rope": json.loads(json.dumps(getattr(loaded.config, "rope_parameters", None), default=str)),
         "dtype": str(loaded.dtype).removeprefix("torch."),
         "device": loaded.device.type,
         "dca": dca,

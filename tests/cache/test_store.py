@@ -82,6 +82,14 @@ def pristine(loaded, tmp_path_factory):
     return only_entry(directory / "default"), only_entry(directory / "Answer-in-one-word.")
 
 
+def scaled_rope(loaded):
+    """The same loaded model, its config's RoPE scaled (as `--rope yarn:2` loads it)."""
+    from chunkqa.methods.ropescale import RopeScaling, scaled_config
+
+    model = SimpleNamespace(config=scaled_config(loaded.model.config, RopeScaling("yarn", 2.0)))
+    return dataclasses.replace(loaded, model=model)
+
+
 # ---- sizes ----------------------------------------------------------------------------------------------
 def test_parse_size():
     assert parse_size("20GiB") == 20 * 2**30 and parse_size("500MB") == 500 * 10**6
@@ -163,6 +171,7 @@ def test_key_changes_with_everything_that_shapes_the_prefix(loaded, cli_models, 
         "logit scale": (with_dca(DCAConfig(p, c, w, 1.0)), session.builder, prefix, tok),
         "chunk size": (with_dca(DCAConfig(p, c - 8, w)), session.builder, prefix, tok),
         "dca off": (dataclasses.replace(loaded, handle=None), session.builder, prefix, tok),
+        "rope scaling": (scaled_rope(loaded), session.builder, prefix, tok),
         "template": (loaded, PromptBuilder(loaded.tokenizer, template="summary"), prefix, tok),
         "system": (loaded, PromptBuilder(loaded.tokenizer, system="Be brief."), prefix, tok),
         "tokenizer": (loaded, session.builder, prefix, "another-tokenizer"),
