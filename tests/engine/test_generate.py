@@ -82,7 +82,7 @@ def test_a_penalty_breaks_a_greedy_loop():
     start = torch.tensor([0.0, 0.0, 0.0, 5.0, 4.0])
     plain = GenerationConfig.greedy(4)
     assert list(decode_tokens(Loop(), None, start, plain, set())) == [3, 3, 3, 3]
-    penalized = GenerationConfig(max_new_tokens=4, temperature=0.0, top_p=1.0, repeat_penalty=1.5)
+    penalized = GenerationConfig(max_new_tokens=4, repeat_penalty=1.5, no_repeat_ngram=0).resolved()
     # 3 is penalized once seen (5 / 1.5 < 4): 4 comes; then both are seen, and 3 leads again
     assert list(decode_tokens(Loop(), None, start, penalized, set())) == [3, 4, 3, 3]
 
@@ -168,3 +168,28 @@ def test_stats_rates():
     stats = Stats(100, 0, 100, 0.5, 11, 2.0, 0.5, "eos")
     assert stats.prefill_tps == 200 and stats.decode_tps == 5.0
     assert Stats(1, 0, 1, 0.0, 1, 0.0, 0.0, "eos").decode_tps == 0.0
+
+
+def test_the_no_repeat_guard_stops_a_loop():
+    """A model that loops on 3, 4, 3, 4, ...: a run of 3 answer tokens may not come twice."""
+
+    class Loop:
+        def __init__(self) -> None:
+            self.fed: list[int] = []
+
+        def forward(self, input_ids, past_key_values=None, **kwargs):
+            self.fed.append(int(input_ids[0, -1]))
+            nxt = 4 if self.fed[-1] == 3 else 3
+            logits = torch.full((1, 1, 6), -1.0)
+            logits[0, 0, nxt], logits[0, 0, 5] = 5.0, 1.0
+            return type("Out", (), {"logits": logits})()
+
+        __call__ = forward
+
+    start = torch.tensor([-1.0, -1.0, -1.0, 5.0, -1.0, 1.0])
+    looping = list(decode_tokens(Loop(), None, start, GenerationConfig.greedy(6), set()))
+    assert looping == [3, 4, 3, 4, 3, 4]
+    guarded = GenerationConfig(max_new_tokens=6, no_repeat_ngram=3).resolved()
+    # 3, 4, 3, 4: then 3 would repeat "3 4 3"; 5 comes instead, and the loop is broken
+    assert list(decode_tokens(Loop(), None, start, guarded, set())) == [3, 4, 3, 4, 5, 3]
+    assert GenerationConfig().resolved().no_repeat_ngram == 10  # chunkqa's default guard

@@ -66,6 +66,35 @@ def test_two_ranks_answer_like_one(cli_models, doc, tmp_path):
 
 
 @needs_deepspeed
+def test_each_rank_holds_its_share_of_the_heads_and_computes_the_same_logits(cli_models):
+    """Sharding really happens: each of 2 ranks holds half of every projection's heads (q, k, v by
+    rows, o by columns), and DCA and SelfExtend on the shards give one process's logits."""
+    worker = ROOT / "tests" / "tp_worker.py"
+    proc = subprocess.run(
+        [sys.executable, *TORCHRUN, str(worker), str(cli_models["llama"]), "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": f"{ROOT}:{os.environ.get('PYTHONPATH', '')}",
+        },
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    record = json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
+    full = record["full"]
+    assert len(record["ranks"]) == 2
+    for shapes in record["ranks"]:
+        for name in ("q_proj", "k_proj", "v_proj"):
+            assert shapes[name] == [full[name][0] // 2, full[name][1]], (name, shapes, full)
+        assert shapes["o_proj"] == [full["o_proj"][0], full["o_proj"][1] // 2]
+    for method, errors in record["errors"].items():
+        assert errors["prefill"] < 1e-5 and errors["decode"] < 1e-5, (method, errors)
+
+
+@needs_deepspeed
 def test_stdin_is_read_by_rank_0_and_shared(cli_models):
     args = [
         "ask",
