@@ -16,17 +16,14 @@ import typer
 
 from chunkqa.cli.common import read_documents, run
 from chunkqa.cli.console import Console, stats_line, stdout_to_stderr
+from chunkqa.cli.flags import Json, Password, Questions, Tp
 from chunkqa.cli.options import (
     CacheFlags,
     GenerationOptions,
-    Json,
     MethodOptions,
     ModelOptions,
     OutputOptions,
-    Password,
     PromptOptions,
-    Questions,
-    Tp,
     options,
 )
 from chunkqa.cli.settings import Settings
@@ -81,7 +78,8 @@ def ask(
             password=password,
         )
         parallel = _parallel(tp)
-        documents = share_call(lambda: read_documents(sources, password, console), parallel)  # rank 0 reads
+        with console.status("reading the documents"):
+            documents = share_call(lambda: read_documents(sources, password, console), parallel)  # rank 0
         if parallel is not None and not parallel.leader:
             console = Console.silent()  # rank 0 prints; the others compute in lockstep
         request = Request(documents=tuple(documents), **fields)

@@ -9,7 +9,8 @@ import typer
 
 from chunkqa.cli.common import EXIT_CODES, run
 from chunkqa.cli.console import Console, human_bytes
-from chunkqa.cli.options import CacheDir, TerminalOptions, options
+from chunkqa.cli.flags import CacheDir
+from chunkqa.cli.options import TerminalOptions, options
 from chunkqa.cli.settings import Settings
 from chunkqa.errors import UsageError
 

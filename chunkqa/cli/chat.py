@@ -12,12 +12,12 @@ import typer
 
 from chunkqa.cli.common import read_documents, run
 from chunkqa.cli.console import Console
+from chunkqa.cli.flags import Password
 from chunkqa.cli.options import (
     CacheFlags,
     GenerationOptions,
     MethodOptions,
     ModelOptions,
-    Password,
     PromptOptions,
     TerminalOptions,
     options,
@@ -56,8 +56,13 @@ def chat(
         from chunkqa.cli.terminal import Terminal
 
         terminal = Terminal.open(stdin_is_document="-" in documents)  # fail before any work
+
+        def read() -> list:
+            with console.status("reading the documents"):
+                return read_documents(documents, password, console)
+
         request = settings.request(
-            lambda: read_documents(documents, password, console),
+            read,
             model=model,
             method=method,
             prompt=prompt,

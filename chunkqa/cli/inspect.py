@@ -8,15 +8,8 @@ import typer
 
 from chunkqa.cli.common import read_documents, run
 from chunkqa.cli.console import Console
-from chunkqa.cli.options import (
-    Json,
-    MethodOptions,
-    ModelOptions,
-    Password,
-    PromptOptions,
-    TerminalOptions,
-    options,
-)
+from chunkqa.cli.flags import Json, Password
+from chunkqa.cli.options import MethodOptions, ModelOptions, PromptOptions, TerminalOptions, options
 from chunkqa.cli.settings import Settings
 from chunkqa.errors import EXIT_DOES_NOT_FIT, ModelLoadError
 

@@ -136,11 +136,15 @@ def _gguf_in(folder: Path, gguf_file: str | None) -> str | None:
 
 
 def check_gguf_support(source: Source) -> None:
-    """Reading GGUF files needs the `gguf` package (the gguf extra)."""
-    if source.gguf_file and importlib.util.find_spec("gguf") is None:
+    """Reading GGUF files needs the `gguf` and `accelerate` packages (the gguf extra)."""
+    if not source.gguf_file:
+        return
+    missing = [name for name in ("gguf", "accelerate") if importlib.util.find_spec(name) is None]
+    if missing:
         raise ModelLoadError(
-            f"{source.gguf_file} is a GGUF file, and reading GGUF needs the gguf package",
-            hint="pip install 'chunkqa[gguf]' (or: pip install gguf)",
+            f"{source.gguf_file} is a GGUF file, and reading GGUF needs the {' and '.join(missing)} package"
+            + ("s" if len(missing) > 1 else ""),
+            hint=f"pip install 'chunkqa[gguf]' (or: pip install {' '.join(missing)})",
         )
 
 

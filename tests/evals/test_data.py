@@ -63,3 +63,16 @@ def test_bos_only_where_the_tokenizer_adds_one(cli_models):
     assert bos_ids(chat) == []
     assert encode(base, "") == []
     assert encode(base, "pass key")[0] != 0
+
+
+def test_an_installed_chunkqa_reads_its_own_copies_of_the_books(monkeypatch, tmp_path):
+    """No shared data beside the package and no CHUNKQA_EVAL_DATA: the gzipped books shipped with it."""
+    from chunkqa.evals import data
+
+    monkeypatch.delenv("CHUNKQA_EVAL_DATA", raising=False)
+    books = data.validation_books(tmp_path / "nowhere")
+    assert [b.name for b in books] == list(data.VALIDATION_BOOKS)
+    assert "It is a truth universally acknowledged" in books[1].text  # 1342: Pride and Prejudice
+    monkeypatch.setenv("CHUNKQA_EVAL_DATA", str(tmp_path / "typo"))
+    with pytest.raises(UsageError, match="not in"):  # a folder named on purpose must hold them
+        data.validation_books()
