@@ -16,7 +16,7 @@ import torch.distributed as dist
 from transformers import AutoModelForCausalLM, DynamicCache
 
 from chunkqa.engine.forward import cache_kwargs
-from chunkqa.engine.parallel import init_parallel, shard
+from chunkqa.engine.parallel import init_parallel, leave_parallel, shard
 from chunkqa.methods.spec import MethodSpec, apply_method, resolve_method
 
 METHODS = {"dca": MethodSpec("dca"), "selfextend": MethodSpec("selfextend", group_size=4, window=16)}
@@ -75,6 +75,7 @@ def main(path: str, world: int) -> None:
             "sharded_o_proj": type(sharded.model.layers[0].self_attn.o_proj).__name__,
         }
         print(json.dumps(record), flush=True)
+    leave_parallel(parallel)
 
 
 if __name__ == "__main__":

@@ -65,8 +65,7 @@ def ask(
     """Answer a question about one or more documents; the answer streams to stdout."""
 
     def body(console: Console, settings: Settings) -> int:
-        from chunkqa.engine.parallel import share_call
-        from chunkqa.plan import Request
+        from chunkqa.engine.parallel import leave_parallel
 
         sources, questions = split_args(args, question)
         fields = settings.request_fields(
@@ -78,14 +77,42 @@ def ask(
             password=password,
         )
         parallel = _parallel(tp)
-        with console.status("reading the documents"):
-            documents = share_call(lambda: read_documents(sources, password, console), parallel)  # rank 0
-        if parallel is not None and not parallel.leader:
-            console = Console.silent()  # rank 0 prints; the others compute in lockstep
-        request = Request(documents=tuple(documents), **fields)
-        return run_ask(request, questions, console, json_output=json_output, parallel=parallel)
+        try:
+            return _ask_as_rank(
+                sources,
+                questions,
+                fields,
+                console,
+                password=password,
+                json_output=json_output,
+                parallel=parallel,
+            )
+        finally:
+            leave_parallel(parallel)
 
     run(output, body)
+
+
+def _ask_as_rank(
+    sources: list[str],
+    questions: list[str],
+    fields: dict[str, Any],
+    console: Console,
+    *,
+    password: str | None,
+    json_output: bool,
+    parallel: Any,
+) -> int:
+    """Read the documents (rank 0 alone, shared with the others) and answer; only rank 0 prints."""
+    from chunkqa.engine.parallel import share_call
+    from chunkqa.plan import Request
+
+    with console.status("reading the documents"):
+        documents = share_call(lambda: read_documents(sources, password, console), parallel)
+    if parallel is not None and not parallel.leader:
+        console = Console.silent()  # rank 0 prints; the others compute in lockstep
+    request = Request(documents=tuple(documents), **fields)
+    return run_ask(request, questions, console, json_output=json_output, parallel=parallel)
 
 
 def split_args(args: list[str], questions: list[str] | None) -> tuple[list[str], list[str]]:

@@ -62,6 +62,18 @@ def init_parallel(tp: int) -> Parallel:
     return Parallel(int(os.environ.get("RANK", "0")), world, local_rank)
 
 
+def leave_parallel(parallel: Parallel | None) -> None:
+    """Wait for every rank, then tear the process group down: a group left to the interpreter's exit
+    can abort a rank ("terminate called without an active exception", seen with gloo)."""
+    if parallel is None:
+        return
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def share(value: T, parallel: Parallel | None) -> T:
     """The leader's value, on every rank (input read once, on rank 0)."""
     if parallel is None or parallel.world == 1:
