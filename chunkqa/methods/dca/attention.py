@@ -66,15 +66,15 @@ def _attend_group(
     begin = group.chunk * chunk_len  # first position of the query's chunk
     pos = intra_positions(group, chunk_len, q.device)
     q_intra = rotate(q, cos[pos], sin[pos])
-    parts = [
-        attend(
-            kernel, q_intra, k[:, :, group.start : group.end], v[:, :, group.start : group.end], True, scale
-        )
-    ]
-    if begin < group.start:
-        parts.append(
-            attend(kernel, q_intra, k[:, :, begin : group.start], v[:, :, begin : group.start], False, scale)
-        )
+    if group.end - group.start == 1:  # one query (a decode step) sees its whole chunk: one call
+        whole = slice(begin, group.end)
+        parts = [attend(kernel, q_intra, k[:, :, whole], v[:, :, whole], False, scale)]
+    else:
+        own = slice(group.start, group.end)
+        parts = [attend(kernel, q_intra, k[:, :, own], v[:, :, own], True, scale)]
+        if begin < group.start:
+            cached = slice(begin, group.start)
+            parts.append(attend(kernel, q_intra, k[:, :, cached], v[:, :, cached], False, scale))
     if group.chunk >= 1:
         pos = successive_positions(group, chunk_len, chunk_size, q.device)
         prev = slice(begin - chunk_len, begin)

@@ -64,8 +64,10 @@ def _block(rows, k, near, far, v, a: int, b: int, window: int, scale: float, ker
         q_pos = torch.arange(a, b, device=rows.device)
         band = (grouped_end, band_end)
         parts.append(masked_selfextend_attention(rows, k, v, q_pos, window, scale, keys=band, with_lse=True))
-    if band_end < a:
-        parts.append(attend(kernel, qn, near[:, :, band_end:a], v[:, :, band_end:a], False, scale))
-    if band_end <= a:
+    if band_end <= a and b - a == 1:  # one query (a decode step): neighbors and itself in one call
+        parts.append(attend(kernel, qn, near[:, :, band_end:b], v[:, :, band_end:b], False, scale))
+    elif band_end <= a:
+        if band_end < a:
+            parts.append(attend(kernel, qn, near[:, :, band_end:a], v[:, :, band_end:a], False, scale))
         parts.append(attend(kernel, qn, near[:, :, a:b], v[:, :, a:b], True, scale))
     return merge(parts)
