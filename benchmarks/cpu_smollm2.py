@@ -9,6 +9,9 @@ same run: the model without a method (transformers' SDPA) at the same length, an
 
     python benchmarks/cpu_smollm2.py                        # 7.5k and 13k tokens, 2 threads
     python benchmarks/cpu_smollm2.py --lengths 4000 --steps 16 --methods none,dca
+
+The last three columns profile a few more decode steps (torch.profiler): the weights' matrix
+products, the attention kernels, and the rest of a step (norms, RoPE, cache writes, Python).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import argparse
 import statistics
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -37,30 +41,92 @@ def book_ids(tokenizer, length: int) -> list[int]:
     raise SystemExit(f"the validation books hold only {len(ids)} tokens")
 
 
-@torch.inference_mode()
-def run_chunkqa(model, ids: list[int], steps: int, piece: int) -> dict:
-    """Prefill `ids` as a session does, then `steps` greedy decode steps; the times of both."""
-    from chunkqa.engine.forward import cache_kwargs
-    from chunkqa.engine.generate import prefill
-    from chunkqa.engine.kvcache import new_cache
+class Contender:
+    """One chunkqa method on the shared model: its settings, its own cache, its timings."""
 
-    warm = new_cache(model.config)  # first calls initialise kernels and allocators: not timed
-    prefill(model, ids[:256], warm, piece)
-    model(input_ids=torch.tensor([[ids[0]]]), **cache_kwargs(model, warm), use_cache=True, logits_to_keep=1)
-    del warm
-    cache = new_cache(model.config)
-    cache.reserve(len(ids) + steps + 1)
-    start = time.perf_counter()
-    logits = prefill(model, ids, cache, piece)
-    prefill_s = time.perf_counter() - start
-    token, times = int(torch.argmax(logits)), []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step = torch.tensor([[token]])
-        out = model(input_ids=step, **cache_kwargs(model, cache), use_cache=True, logits_to_keep=1)
-        token = int(torch.argmax(out.logits[0, -1]))
-        times.append(time.perf_counter() - start)
-    return _row(len(ids), prefill_s, times)
+    def __init__(self, model, name: str, target: int) -> None:
+        from chunkqa.methods.spec import MethodSpec, resolve_method
+
+        self.model, self.name = model, name
+        self.resolved = resolve_method(MethodSpec(name), model.config, target_length=target)
+        self.cache, self.token, self.prefill_s, self.times = None, 0, 0.0, []
+
+    @contextmanager
+    def applied(self):
+        """The method patched onto the model for the duration (removed after)."""
+        from chunkqa.methods.spec import apply_method
+
+        handle = apply_method(self.model, self.resolved)
+        try:
+            yield
+        finally:
+            if handle is not None:
+                handle.remove()
+
+    @torch.inference_mode()
+    def prefill(self, ids: list[int], piece: int, reserve: int) -> None:
+        from chunkqa.engine.generate import prefill
+        from chunkqa.engine.kvcache import new_cache
+
+        with self.applied():
+            prefill(self.model, ids[:256], new_cache(self.model.config), piece)  # warm-up, not timed
+            self.cache = new_cache(self.model.config)
+            self.cache.reserve(reserve)
+            start = time.perf_counter()
+            logits = prefill(self.model, ids, self.cache, piece)
+            self.prefill_s = time.perf_counter() - start
+        self.token = int(torch.argmax(logits))
+
+    @torch.inference_mode()
+    def step(self) -> None:
+        """One greedy decode step, timed."""
+        from chunkqa.engine.forward import cache_kwargs
+
+        with self.applied():
+            ids = torch.tensor([[self.token]])
+            start = time.perf_counter()
+            out = self.model(
+                input_ids=ids, **cache_kwargs(self.model, self.cache), use_cache=True, logits_to_keep=1
+            )
+            self.token = int(torch.argmax(out.logits[0, -1]))
+            self.times.append(time.perf_counter() - start)
+
+    @torch.inference_mode()
+    def profile(self, steps: int, step_ms: float) -> dict:
+        """Where a decode step's time goes: weight matmuls, attention kernels, the rest (ms per token)."""
+        from torch.profiler import profile
+
+        from chunkqa.engine.forward import cache_kwargs
+
+        with self.applied(), profile() as prof:
+            for _ in range(steps):
+                ids = torch.tensor([[self.token]])
+                self.model(
+                    input_ids=ids, **cache_kwargs(self.model, self.cache), use_cache=True, logits_to_keep=1
+                )
+        self_ms = {e.key: e.self_cpu_time_total / 1000 / steps for e in prof.key_averages()}
+        linear = sum(ms for name, ms in self_ms.items() if name in ("aten::mm", "aten::addmm"))
+        attention = sum(ms for name, ms in self_ms.items() if "attention" in name)
+        return {"linear_ms": linear, "attention_ms": attention, "other_ms": step_ms - linear - attention}
+
+
+def run_chunkqa(model, ids: list[int], methods: list[str], args, piece: int) -> list[dict]:
+    """Each method prefills `ids` in turn; then their decode steps interleave, one step of each in
+    turn, so that a drift in the machine's speed touches every method alike."""
+    contenders = [Contender(model, name, len(ids) + args.steps) for name in methods]
+    for c in contenders:
+        c.prefill(ids, piece, len(ids) + args.steps + args.profile + 1)
+    for _ in range(args.steps):
+        for c in contenders:
+            c.step()
+    rows = []
+    for c in contenders:
+        row = {"engine": "chunkqa", "method": c.name, **_row(len(ids), c.prefill_s, c.times)}
+        if args.profile:
+            row.update(c.profile(args.profile, row["decode_ms"]))
+        rows.append(row)
+        c.cache = None
+    return rows
 
 
 def run_llama_cpp(gguf: Path, ids: list[int], steps: int, threads: int) -> dict | None:
@@ -114,6 +180,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=32, help="decode steps timed per run")
     parser.add_argument("--threads", type=int, default=2, help="torch and llama.cpp threads")
     parser.add_argument("--piece", type=int, default=None, help="prefill piece (default: chunkqa's)")
+    parser.add_argument("--profile", type=int, default=4, help="decode steps profiled (0: none)")
     parser.add_argument("--no-llama-cpp", action="store_true", help="skip the llama.cpp baseline")
     parser.add_argument("--out", type=Path, default=None, help="directory for the JSON lines")
     args = parser.parse_args()
@@ -121,7 +188,6 @@ def main() -> None:
 
     import chunkqa
     from chunkqa.engine.results import PREFILL_PIECE
-    from chunkqa.methods.spec import MethodSpec, apply_method, resolve_method
 
     piece = args.piece or PREFILL_PIECE
     loaded = chunkqa.load("smollm2", method="none")
@@ -130,16 +196,9 @@ def main() -> None:
     rows = []
     for length in (int(x) for x in args.lengths.split(",")):
         ids = book_ids(loaded.tokenizer, length)
-        for name in args.methods.split(","):
-            resolved = resolve_method(MethodSpec(name), model.config, target_length=length + args.steps)
-            handle = apply_method(model, resolved)
-            try:
-                timed = run_chunkqa(model, ids, args.steps, piece)
-                rows.append({"engine": "chunkqa", "method": name, **timed})
-            finally:
-                if handle is not None:
-                    handle.remove()
-            print(rows[-1], file=sys.stderr)
+        for row in run_chunkqa(model, ids, args.methods.split(","), args, piece):
+            rows.append(row)
+            print(row, file=sys.stderr)
         if not args.no_llama_cpp and (row := run_llama_cpp(gguf, ids, args.steps, args.threads)):
             rows.append({"engine": "llama.cpp", "method": "none", **row})
             print(rows[-1], file=sys.stderr)
@@ -148,8 +207,8 @@ def main() -> None:
         row["prefill_vs_none"] = base["prefill_tok_s"] / row["prefill_tok_s"]
         row["decode_vs_none"] = row["decode_ms"] / base["decode_ms"]
         row.update(env, threads=args.threads, steps=args.steps, piece=piece)
-    print_table(rows, ["engine", "method", "tokens", "prefill_tok_s", "decode_ms", "decode_tok_s",
-                       "prefill_vs_none", "decode_vs_none"])  # fmt: skip
+    columns = ["engine", "method", "tokens", "prefill_tok_s", "decode_ms", "decode_tok_s", "prefill_vs_none"]
+    print_table(rows, [*columns, "decode_vs_none", "linear_ms", "attention_ms", "other_ms"])
     print(f"results: {write_results('cpu_smollm2', rows, args.out)}", file=sys.stderr)
 
 
