@@ -1,11 +1,14 @@
-"""What does DCA cost end to end when a model reads a long document?
+"""What do DCA and SelfExtend cost end to end when a model reads a long document?
 
 Prefill time, throughput and peak memory of a whole model reading L tokens in 4096-token pieces
-(chunkqa's prefill: KV cache, only the last position's logits), with DCA against the same model
-without it (transformers' own SDPA attention), measured in the same run. Random weights.
+(chunkqa's prefill: KV cache, only the last position's logits), with DCA (and SelfExtend, with
+--methods) against the same model without it (transformers' own SDPA attention), measured in the same
+run. Random weights. `selfextend:N` runs SelfExtend with N query rows per block of its kernel path.
 
     python benchmarks/prefill.py                    # CPU: Llama 4 x 512, P 2048, 4k-16k tokens
     python benchmarks/prefill.py --device cuda      # GPU: Llama-3-8B shape, bf16, P 8192, 8k-64k tokens
+    python benchmarks/prefill.py --device cuda --preset smollm2 --piece 32768 \
+        --methods plain,dca,selfextend:512,selfextend:2048   # SmolLM2-135M's shape, as chunkqa eval runs it
 """
 
 from __future__ import annotations
@@ -22,17 +25,20 @@ from common import environment, print_table, sync, write_results
 
 from chunkqa.engine.generate import prefill
 from chunkqa.methods.dca import apply_dca
+from chunkqa.methods.selfextend import apply_selfextend
+from chunkqa.methods.selfextend import attention as selfextend_attention
 
 PRESETS = {  # layers, hidden, heads, kv heads, MLP, vocab, P
     "cpu": (4, 512, 8, 4, 1536, 32000, 2048),
     "cuda": (32, 4096, 32, 8, 14336, 128256, 8192),
+    "smollm2": (30, 576, 9, 3, 1536, 49152, 8192),
 }
 
 
 def build(args, device: torch.device, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    layers, hidden, heads, kv_heads, inner, vocab, length = PRESETS[device.type]
+    layers, hidden, heads, kv_heads, inner, vocab, length = PRESETS[args.preset or device.type]
     config = LlamaConfig(
         vocab_size=vocab,
         hidden_size=hidden,
@@ -73,6 +79,10 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=None, help="override the preset's layer count")
     parser.add_argument("--piece", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help="default: the device's")
+    parser.add_argument(
+        "--methods", default="plain,dca", help="plain, dca, selfextend[:query rows per block]"
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -96,34 +106,56 @@ def main() -> None:
             3, model.config.vocab_size, (length,), generator=torch.Generator().manual_seed(length)
         )
         ids = ids.tolist()
-        results = {}
-        for mode in ("plain", "dca"):
-            handle = apply_dca(model) if mode == "dca" else None
-            one_prefill(model, ids[: args.piece], device, args.piece)  # warm-up
-            runs = [one_prefill(model, ids, device, args.piece) for _ in range(args.repeats)]
-            if handle is not None:
-                handle.remove()
-            seconds = min(r[0] for r in runs)
-            results[mode] = (seconds, runs[0][1])
-        (plain_s, plain_peak), (dca_s, dca_peak) = results["plain"], results["dca"]
-        rows.append(
-            {
-                **env,
-                "length": length,
-                "plain_s": plain_s,
-                "dca_s": dca_s,
-                "ratio": dca_s / plain_s,
-                "dca_tok_s": length / dca_s,
-                "plain_peak_gib": plain_peak / 2**30 if plain_peak else None,
-                "dca_peak_gib": dca_peak / 2**30 if dca_peak else None,
-            }
-        )
+        results = {mode: timed(model, ids, device, args, mode) for mode in args.methods.split(",")}
+        plain_s = results["plain"][0]
+        row = {**env, "length": length, "plain_s": plain_s}
+        for mode, (seconds, peak) in results.items():
+            name = mode.replace(":", "")
+            row[f"{name}_s"] = seconds
+            row[f"{name}_peak_gib"] = peak / 2**30 if peak else None
+            if mode != "plain":
+                row[f"{name}_ratio"] = seconds / plain_s
+                row[f"{name}_tok_s"] = length / seconds
+        if "dca" in results:  # the names earlier rows of results/prefill.jsonl use
+            row.update(
+                dca_s=results["dca"][0],
+                ratio=results["dca"][0] / plain_s,
+                dca_tok_s=length / results["dca"][0],
+            )
+        rows.append(row)
     path = write_results("prefill", rows, args.out)
     print(
         f"# Prefill with DCA vs plain SDPA ({env['device']}, torch {env['torch']}, {env['dtype']}, "
         f"{env['model']}, P={env['P']}, pieces of {args.piece}; best of {args.repeats}; {path})"
     )
-    print_table(rows, ["length", "plain_s", "dca_s", "ratio", "dca_tok_s", "plain_peak_gib", "dca_peak_gib"])
+    modes = [m.replace(":", "") for m in args.methods.split(",") if m != "plain"]
+    print_table(
+        rows, ["length", "plain_s", *(f"{m}_{c}" for m in modes for c in ("s", "ratio")), "plain_peak_gib"]
+    )
+
+
+def timed(model, ids: list[int], device: torch.device, args, mode: str) -> tuple[float, int | None]:
+    """Best prefill time of `mode` over args.repeats runs (after a warm-up), and the first run's peak."""
+    name, _, block = mode.partition(":")
+    if name == "dca":
+        handle = apply_dca(model)
+    elif name == "selfextend":
+        handle = apply_selfextend(model, target_length=len(ids))
+    elif name == "plain":
+        handle = None
+    else:
+        raise SystemExit(f"unknown method {mode!r}")
+    saved = selfextend_attention.QUERY_BLOCK, selfextend_attention.QUERY_BLOCK_GPU
+    if block:
+        selfextend_attention.QUERY_BLOCK = selfextend_attention.QUERY_BLOCK_GPU = int(block)
+    try:
+        one_prefill(model, ids[: args.piece], device, args.piece)  # warm-up
+        runs = [one_prefill(model, ids, device, args.piece) for _ in range(args.repeats)]
+    finally:
+        selfextend_attention.QUERY_BLOCK, selfextend_attention.QUERY_BLOCK_GPU = saved
+        if handle is not None:
+            handle.remove()
+    return min(r[0] for r in runs), runs[0][1]
 
 
 if __name__ == "__main__":

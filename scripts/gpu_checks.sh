@@ -19,15 +19,17 @@ step() {
   local name=$1; shift
   [[ $WANT == " all " || $WANT == *" $name "* ]] || return 0
   local t0=$SECONDS
-  "$@" > "$OUT/$name.log" 2>&1
+  timeout "${STEP_LIMIT:-600}" "$@" > "$OUT/$name.log" 2>&1
   local rc=$?
   echo "$name rc=$rc $((SECONDS - t0))s" | tee -a "$OUT/steps.txt"
 }
 
-step gpu_suite python3 -m pytest -q -m gpu -s -p no:cacheprovider tests/methods/dca/test_gpu.py tests/cache/test_stream.py tests/engine/test_cuda_graphs.py tests/methods/dca/test_masked.py
+step gpu_suite python3 -m pytest -q -m gpu -s -p no:cacheprovider tests/methods/dca/test_gpu.py tests/methods/selfextend tests/cache/test_stream.py tests/engine/test_cuda_graphs.py tests/methods/dca/test_masked.py
 step tp_gpu python3 -m pytest -q -m gpu -s -p no:cacheprovider tests/engine/test_parallel_gpu.py
 step dca_attention python3 benchmarks/dca_attention.py --device cuda --out "$OUT"
 step prefill python3 benchmarks/prefill.py --device cuda --out "$OUT"
+step prefill_se python3 benchmarks/prefill.py --device cuda --preset smollm2 --lengths 32768,65536 --piece 32768 \
+  --methods plain,dca,selfextend:512,selfextend:2048 --repeats 1 --out "$OUT"
 step decode python3 benchmarks/decode.py --device cuda --out "$OUT"
 step ttft_cache python3 benchmarks/ttft_cache.py --device cuda --out "$OUT"
 step kv_load python3 benchmarks/kv_load.py --device cuda --sweep --out "$OUT"
@@ -36,6 +38,6 @@ step selftest_tiny python3 -m chunkqa selftest -m tiny
 
 echo "== summary"
 cat "$OUT/steps.txt"
-for log in gpu_suite tp_gpu dca_attention prefill decode ttft_cache kv_load ask_tiny selftest_tiny; do
+for log in gpu_suite tp_gpu dca_attention prefill prefill_se decode ttft_cache kv_load ask_tiny selftest_tiny; do
   [ -f "$OUT/$log.log" ] && { echo "== $log"; tail -n 14 "$OUT/$log.log"; }
 done

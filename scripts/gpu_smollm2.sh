@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # The real-model evaluations on a GPU (docs/evaluation.md): SmolLM2-135M-Instruct from its GGUF file.
 # Run from the repository root on a CUDA machine. The GGUF travels in parts (the device tool carries at
-# most 64 MiB a call): .carry/p1, p2, p3 hold `split -n 3` pieces, joined into /tmp/gg by step `join`.
-# The validation books travel in .carry/books. Results go to $OUT (default /tmp/chunkqa-gpu).
-# Arguments name the steps, e.g. `bash scripts/gpu_smollm2.sh join setup suite probe`.
+# most 64 MiB a call, the tree included): .carry/p1, p2, p3 hold the pieces of `split -n 3 -d`, one per
+# call; step `join` copies the one at hand to /tmp/gg and joins them once all three are there.
+# The validation books are read from .carry/books when it is there, else from chunkqa's bundled copies.
+# Results go to $OUT (default /tmp/chunkqa-gpu). MODEL=tiny runs the steps on the bundled tiny model
+# (a dry run on any machine). Arguments name the steps, e.g. `bash scripts/gpu_smollm2.sh join setup suite`.
 set -uo pipefail
 OUT=${OUT:-/tmp/chunkqa-gpu}
 mkdir -p "$OUT" /tmp/gg
 export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 CHUNKQA_CACHE_DIR=/tmp/chunkqa-kv
-export CHUNKQA_EVAL_DATA=$PWD/.carry/books
+[ -d .carry/books ] && export CHUNKQA_EVAL_DATA=$PWD/.carry/books
 GGUF=/tmp/gg/SmolLM2-135M-Instruct.Q4_1.gguf
-MODEL=/tmp/gg/smollm2-dir
+MODEL=${MODEL:-/tmp/gg/smollm2-dir}
 export CHUNKQA_KERNEL=${KERNEL:-sdpa-flash}  # the fastest DCA/SelfExtend prefill kernel on the H200 here
 EVAL="python3 -m chunkqa eval"
 
@@ -26,7 +28,7 @@ join() {
   for part in .carry/p1/part.00 .carry/p2/part.01 .carry/p3/part.02; do
     [ -f "$part" ] && cp "$part" /tmp/gg/
   done
-  if [ -f /tmp/gg/part.02 ]; then
+  if [ -f /tmp/gg/part.00 ] && [ -f /tmp/gg/part.01 ] && [ -f /tmp/gg/part.02 ]; then
     cat /tmp/gg/part.00 /tmp/gg/part.01 /tmp/gg/part.02 > "$GGUF" && md5sum "$GGUF"
   fi
   ls -la /tmp/gg
@@ -64,16 +66,23 @@ for arg in "$@"; do
     passkey10) step passkey10 timeout ${LIMIT:-100} $EVAL passkey -m $MODEL --lengths 1x,2x,4x,8x,16x \
         --trials ${TRIALS:-5} --layouts lines --setting none --setting dca,logit_scale=1 \
         --prefill-chunk ${PIECE:-32768} --jsonl "$OUT/passkey10.jsonl" ;;
-    needle) step needle $EVAL needle -m $MODEL --lengths 1x,2x,4x,8x,16x --depths 0,0.5,1 --trials 2 \
-        --setting none --setting dca --setting selfextend --prefill-chunk ${PIECE:-32768} \
+    needle) step needle timeout ${LIMIT:-200} $EVAL needle -m $MODEL --lengths ${LENGTHS:-1x,2x,4x,8x,16x} \
+        --depths 0,0.5,1 --trials ${TRIALS:-2} --setting dca --setting none --prefill-chunk ${PIECE:-32768} \
         --jsonl "$OUT/needle.jsonl" ;;
+    passkey16) step passkey16 timeout ${LIMIT:-150} $EVAL passkey -m $MODEL --lengths ${LENGTHS:-16x} \
+        --trials ${TRIALS:-10} --layouts sentences --setting dca --setting none \
+        --prefill-chunk ${PIECE:-32768} --jsonl "$OUT/passkey16.jsonl" ;;
     sweep) step sweep timeout 560 $EVAL passkey -m $MODEL --lengths 2x,4x,8x --trials 20 \
         --layouts sentences,prose --prefill-chunk ${PIECE:-32768} \
         --setting dca,logit_scale=1 --setting dca --setting dca,logit_scale=auto:0.1 --setting rope,rope=yarn:8 \
         --jsonl "$OUT/sweep.jsonl" ;;
-    sweep_se) step sweep_se timeout ${LIMIT:-400} $EVAL passkey -m $MODEL --lengths 2x,4x,8x \
-        --trials ${TRIALS:-20} --layouts sentences,prose --prefill-chunk ${PIECE:-32768} --setting selfextend \
-        --jsonl "$OUT/sweep_se.jsonl" ;;
+    sweep_dca) step sweep_dca timeout ${LIMIT:-400} $EVAL passkey -m $MODEL --lengths ${LENGTHS:-2x,4x,8x} \
+        --trials ${TRIALS:-20} --layouts ${LAYOUTS:-sentences} --prefill-chunk ${PIECE:-32768} \
+        ${DCA_SETTINGS:---setting rope,rope=yarn:8 --setting dca,chunk_size=4096 --setting dca,local_window=512 \
+        --setting dca,rope=yarn:2} --jsonl "$OUT/sweep_dca.jsonl" ;;
+    sweep_se) step sweep_se timeout ${LIMIT:-400} $EVAL passkey -m $MODEL --lengths ${LENGTHS:-2x,4x,8x} \
+        --trials ${TRIALS:-20} --layouts ${LAYOUTS:-sentences,prose} --prefill-chunk ${PIECE:-32768} \
+        --setting selfextend ${SE_MORE:-} --jsonl "$OUT/sweep_se.jsonl" ;;
     sweep1x) step sweep1x $EVAL passkey -m $MODEL --lengths 1x --trials 20 --layouts sentences,prose \
         --setting none --prefill-chunk ${PIECE:-32768} --jsonl "$OUT/sweep1x.jsonl" ;;
     *) echo "unknown step $arg" ;;

@@ -18,7 +18,8 @@ import torch
 from chunkqa.methods.kernels import Kernel, attend, merge
 from chunkqa.methods.selfextend.masked import masked_selfextend_attention
 
-QUERY_BLOCK = 512  # query rows per block: bounds the band's scores to [B, H, 512, < 1024]
+QUERY_BLOCK = 512  # query rows per block on the CPU: bounds the band's scores to [B, H, 512, < 1024]
+QUERY_BLOCK_GPU = 2048  # on a GPU: a kernel call over 512 rows of a 9-head model fills a quarter of an H200
 
 
 def selfextend_attention(
@@ -29,8 +30,11 @@ def selfextend_attention(
     window: int,
     scale: float,
     kernel: Kernel,
+    *,
+    query_block: int | None = None,
 ) -> torch.Tensor:
-    """Attention of new queries over all keys so far.
+    """Attention of new queries over all keys so far, in blocks of `query_block` rows (default: the
+    device's; the masked pass bounds its own scores by key blocks, so any block is memory-safe).
 
     q2: [B, H, n, 2, D], queries at absolute positions q_start .. q_start + n - 1, rotated at their
         neighbor and grouped positions
@@ -43,9 +47,10 @@ def selfextend_attention(
     near, far = k[..., :dim], k[..., dim:]  # [B, Hkv, L, D] each, strided views
     if k.is_cuda:  # GPU kernels want dense keys; one copy per forward, amortised over many queries
         near, far = near.contiguous(), far.contiguous()
+    block = query_block or (QUERY_BLOCK_GPU if k.is_cuda else QUERY_BLOCK)
     outs = []
-    for a in range(q_start, q_start + n, QUERY_BLOCK):
-        b = min(a + QUERY_BLOCK, q_start + n)
+    for a in range(q_start, q_start + n, block):
+        b = min(a + block, q_start + n)
         rows = q2[:, :, a - q_start : b - q_start]  # [B, H, b-a, 2, D]
         outs.append(_block(rows, k, near, far, v, a, b, window, scale, kernel))
     return (outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)).to(q2.dtype)

@@ -177,3 +177,21 @@ def test_scores_stay_within_a_block(monkeypatch, window):
     assert all(keys < min(window, block) + block for kind, _, keys in calls if kind == "band")
     grouped = [keys for kind, rows, keys in calls if kind == "kernel" and keys > 2 * block]
     assert grouped and all(keys <= length - window + 1 for keys in grouped)  # the long calls: kernels
+
+
+@pytest.mark.parametrize("block", [2, 11, 40])
+def test_query_block_given_by_keyword(block):
+    """A caller's query_block (the GPU's default is taller than the CPU's) bounds every kernel call's
+    queries and gives the reference's output."""
+    heights = []
+
+    def kernel(q, k, v, causal, scale):
+        heights.append(q.shape[-2])
+        return KERNELS["math"](q, k, v, causal, scale)
+
+    q, k, v = random_qkv(45, 4, 2, 16, seed=block)
+    q2, k2 = rotated(q, k, 4, 8)
+    out = selfextend_attention(q2, k2, v, 0, 8, 16**-0.5, kernel, query_block=block)
+    torch.testing.assert_close(out, reference(q, k, v, 4, 8), rtol=1e-10, atol=1e-10)
+    groups = 4 // 2  # query heads per KV head: the kernel sees them folded into its rows
+    assert heights and max(heights) <= block * groups
