@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 import torch
 
+from chunkqa.errors import UsageError
+
 Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, bool, float], tuple[torch.Tensor, torch.Tensor]]
 
 MATH_BLOCK = 1024  # query rows per block in the math kernel: bounds its scores to [B, H, 1024, Lk]
@@ -123,9 +125,13 @@ def select_kernel(name: str, device: torch.device, dtype: torch.dtype, head_dim:
     """The kernel called `name` ("auto": the fastest one that works here, checked on a tiny input)."""
     if name != "auto":
         if name not in KERNELS:
-            raise ValueError(f"unknown attention kernel {name!r}; choose from auto, {', '.join(KERNELS)}")
-        if name not in available_kernels(device, dtype):
-            raise ValueError(f"attention kernel {name!r} cannot run on {device.type} with {dtype}")
+            raise UsageError(f"unknown attention kernel {name!r}; choose from auto, {', '.join(KERNELS)}")
+        here = available_kernels(device, dtype)
+        if name not in here:
+            raise UsageError(
+                f"attention kernel {name!r} cannot run on {device.type} with {str(dtype).removeprefix('torch.')}",
+                hint=f"choose auto or one that runs here: {', '.join(here)}",
+            )
         return name, KERNELS[name]
     for candidate in available_kernels(device, dtype):
         if _works(KERNELS[candidate], device, dtype, head_dim):

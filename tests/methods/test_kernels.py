@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from chunkqa.errors import UsageError
 from chunkqa.methods import kernels
 from chunkqa.methods.kernels import KERNELS, available_kernels, select_kernel
 
@@ -47,10 +48,11 @@ def test_math_kernel_blocks_queries(monkeypatch):
 def test_select_kernel_on_cpu():
     assert select_kernel("auto", torch.device("cpu"), torch.float32, 64)[0] == "sdpa-cpu"
     assert select_kernel("math", torch.device("cpu"), torch.bfloat16, 64)[0] == "math"
-    with pytest.raises(ValueError, match="unknown attention kernel"):
+    with pytest.raises(UsageError, match="unknown attention kernel"):
         select_kernel("fastest", torch.device("cpu"), torch.float32, 64)
-    with pytest.raises(ValueError, match="cannot run on cpu"):
+    with pytest.raises(UsageError, match="cannot run on cpu with float32") as refused:
         select_kernel("sdpa-cudnn", torch.device("cpu"), torch.float32, 64)
+    assert refused.value.hint == "choose auto or one that runs here: sdpa-cpu, math"
 
 
 def test_cuda_kernel_lists():
