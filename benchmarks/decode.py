@@ -7,6 +7,8 @@ a cached document, four ways, all measured in this run on the same random model 
   fused         DCA with chunkqa's GrowingCache (writes in place) and the fused masked pass (on the
                 CPU the kernel path stays: its flash kernel is faster there)
   graph         the fused step captured once in a CUDA graph and replayed per token (CUDA only)
+  graph, room   the same with the cache reserved --room tokens past the answer (as a large
+                --max-new-tokens does): a step attends to the filled length, so it should cost the same
 Random weights: the work is measured, not answers.
 
     python benchmarks/decode.py                  # CPU: Llama 4 x 512, P 2048, 8k tokens
@@ -105,6 +107,14 @@ def cases(loaded, document: list[int], args, device) -> list[dict]:
             graph = DecodeGraph(model, cache, handle)
             row = measure(model, cache, len(document), args.steps, device, graph.step)
             rows.append({"case": "DCA, fused + CUDA graph", **row, "note": graph.failure})
+            del cache, graph
+            cache = new_cache(model.config)
+            cache.reserve(len(document) + len(QUESTION) + args.steps + 1 + args.room)
+            prefill(model, document, cache, 4096)
+            graph = DecodeGraph(model, cache, handle)
+            row = measure(model, cache, len(document), args.steps, device, graph.step)
+            label = f"DCA, fused + CUDA graph, {args.room:,} more reserved"
+            rows.append({"case": label, **row, "note": graph.failure})
         del cache
     handle.remove()
     cache = DynamicCache(config=model.config)
@@ -127,6 +137,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=None, help="document length (default: the preset's)")
     parser.add_argument("--steps", type=int, default=24)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--room", type=int, default=16384, help="positions reserved past the answer (CUDA)")
     parser.add_argument("--out", type=Path, default=None, help="folder for the JSON lines (default results/)")
     args = parser.parse_args()
     device = torch.device(args.device)

@@ -11,7 +11,9 @@ Positions handed out by `share()` (a document-cache writer copying the prefix in
 are never overwritten in place: cropping below them moves the layer to fresh buffers first.
 
 A decode step captured in a CUDA graph cannot pass Python offsets: `write_at` writes at positions
-given as a tensor and returns the whole buffers; the caller advances `length` after each replay.
+given as a tensor and returns the whole buffers; the caller advances `length` after each replay, and
+sets `span` so that the step attends to the first `span` positions only (a bound on the filled
+length, fixed for a run of steps), not to the whole capacity.
 """
 
 from __future__ import annotations
@@ -139,6 +141,7 @@ class GrowingCache(Cache):
     def __init__(self, num_layers: int) -> None:
         super().__init__(layers=[GrowingLayer() for _ in range(num_layers)])
         self.positions: torch.Tensor | None = None  # [n] absolute positions while capturing a step
+        self.span: int | None = None  # with positions: the step attends to keys [0, span) (None: all)
 
     def reserve(self, capacity: int) -> None:
         """Let every layer's next allocation hold `capacity` positions (no growth until then)."""

@@ -128,8 +128,9 @@ def select_kernel(name: str, device: torch.device, dtype: torch.dtype, head_dim:
             raise UsageError(f"unknown attention kernel {name!r}; choose from auto, {', '.join(KERNELS)}")
         here = available_kernels(device, dtype)
         if name not in here:
+            dtype_name = str(dtype).removeprefix("torch.")
             raise UsageError(
-                f"attention kernel {name!r} cannot run on {device.type} with {str(dtype).removeprefix('torch.')}",
+                f"attention kernel {name!r} cannot run on {device.type} with {dtype_name}",
                 hint=f"choose auto or one that runs here: {', '.join(here)}",
             )
         return name, KERNELS[name]

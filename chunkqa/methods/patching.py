@@ -9,7 +9,8 @@ built once per forward by the first layer (`PatchState.shared`).
 The contract with a KV cache is duck-typed: a cache with `get_seq_length(layer)` and `update(k, v,
 layer)` (transformers' caches) works; a cache that also sets `positions` (a tensor of the new
 tokens' absolute positions) asks for a fixed-shape step that a CUDA graph can capture, and must then
-offer `layers[i].capacity` and `layers[i].write_at(k, v, positions)` (see `CapturableLayer`).
+offer `layers[i].capacity` and `layers[i].write_at(k, v, positions)` (see `CapturableLayer`); its
+`span`, when set, bounds the keys such a step attends to (`step_span`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,13 @@ class CapturableLayer(Protocol):
     def write_at(
         self, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def step_span(cache: Any, layer: CapturableLayer) -> int:
+    """Keys a capturable step attends to: the cache's `span` (a bound on the filled length, so the
+    step's cost follows the length, not the reserved capacity), else the layer's whole capacity."""
+    span = getattr(cache, "span", None)
+    return layer.capacity if span is None else min(span, layer.capacity)
 
 
 def pick_cache(cache: Any, past_key_values: Any) -> Any:

@@ -12,6 +12,7 @@ from tiny_models import VOCAB, load_tiny
 from transformers import DynamicCache
 
 from chunkqa import apply_dca
+from chunkqa.engine import cuda_graphs
 from chunkqa.engine.cuda_graphs import DecodeGraph, graphs_wanted
 from chunkqa.engine.forward import cache_kwargs
 from chunkqa.engine.kvcache import new_cache
@@ -110,4 +111,59 @@ def test_captured_steps_equal_ordinary_decoding_on_gpu(tiny_paths, family):
         trim_cache(cache, PROMPT - 1)  # a second answer in the same buffers replays the same graph
         again, _ = greedy(model, prompt_ids("cuda")[:, -1:], cache, decoder.step)
     assert tokens == expected == again and decoder._graph is captured
+    torch.testing.assert_close(logits, expected_logits, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["dca", "selfextend"])
+def test_steps_attend_to_the_filled_length_not_the_capacity(tiny_paths, monkeypatch, method):
+    """A cache reserved far past the answer: each step attends to the filled length rounded up to
+    SPAN_BLOCK (so its cost follows the length), and the logits are those of ordinary decoding."""
+    from chunkqa import apply_selfextend
+    from chunkqa.methods.dca import patch as dca_patch
+    from chunkqa.methods.selfextend import patch as se_patch
+
+    monkeypatch.setattr(cuda_graphs, "SPAN_BLOCK", 64)
+    module = dca_patch if method == "dca" else se_patch
+    name = "masked_dca_attention" if method == "dca" else "masked_selfextend_attention"
+    attended = []
+    fused = getattr(module, name)
+
+    def recording(q, k, v, *args, **kwargs):
+        attended.append(k.shape[2])
+        return fused(q, k, v, *args, **kwargs)
+
+    monkeypatch.setattr(module, name, recording)
+    model = load_tiny(tiny_paths["llama"])
+    handle = apply_dca(model) if method == "dca" else apply_selfextend(model, group_size=4, window=16)
+    with handle.prompt_length(PROMPT):
+        expected, expected_logits = greedy(model, prompt_ids(), DynamicCache(config=model.config))
+        cache = new_cache(model.config)
+        cache.reserve(4096)
+        decoder = DecodeGraph(model, cache, handle, capture=False)
+        tokens, logits = greedy(model, prompt_ids(), cache, decoder.step)
+    layers = model.config.num_hidden_layers
+    spans = [-(-(PROMPT + i + 1) // 64) * 64 for i in range(STEPS) for _ in range(layers)]
+    assert cache.capacity == 4096 and attended == spans  # 128 then 192: never the 4,096 reserved
+    assert tokens == expected
+    torch.testing.assert_close(logits, expected_logits, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.gpu
+def test_one_captured_step_per_span_on_gpu(tiny_paths, monkeypatch):
+    """Spans of 64 keys: a graph per span, replayed for the steps inside it, reused by the next answer."""
+    monkeypatch.setattr(cuda_graphs, "SPAN_BLOCK", 64)
+    model = load_tiny(tiny_paths["llama"], torch.float32).to("cuda")
+    handle = apply_dca(model)
+    with handle.prompt_length(PROMPT):
+        expected, expected_logits = greedy(model, prompt_ids("cuda"), DynamicCache(config=model.config))
+        cache = new_cache(model.config)
+        cache.reserve(4096)
+        decoder = DecodeGraph(model, cache, handle)
+        tokens, logits = greedy(model, prompt_ids("cuda"), cache, decoder.step)
+        assert decoder.failure is None and [key[1] for key in decoder._graphs] == [128, 192]
+        graphs = {key: graph for key, (graph, _) in decoder._graphs.items()}
+        trim_cache(cache, PROMPT - 1)
+        again, _ = greedy(model, prompt_ids("cuda")[:, -1:], cache, decoder.step)
+    assert tokens == expected == again
+    assert {key: graph for key, (graph, _) in decoder._graphs.items()} == graphs  # none captured anew
     torch.testing.assert_close(logits, expected_logits, rtol=1e-4, atol=1e-4)

@@ -25,6 +25,7 @@ from chunkqa.methods.patching import (
     cached,
     patch_attention,
     pick_cache,
+    step_span,
 )
 from chunkqa.methods.rope import rotate
 
@@ -102,9 +103,11 @@ def _dca_forward(
     positions = getattr(past_key_values, "positions", None)
     if positions is not None:  # a step being captured in a CUDA graph: positions are a tensor
         layer: CapturableLayer = past_key_values.layers[module.layer_idx]
-        key = ("graph", layer.capacity, q.dtype, q.device)
-        krot, plan = state.shared(key, lambda: _graph_plan(positions, layer.capacity, q, cfg, cos, sin))
+        span = step_span(past_key_values, layer)
+        key = ("graph", span, q.dtype, q.device)
+        krot, plan = state.shared(key, lambda: _graph_plan(positions, span, q, cfg, cos, sin))
         k, v = layer.write_at(rotate(k, *krot), v, positions)
+        k, v = k[:, :, :span], v[:, :, :span]
         out = masked_dca_attention(q, k, v, positions, cos, sin, cfg.chunk_len, cfg.chunk_size, scale, plan)
     else:
         krot = state.shared(
@@ -133,9 +136,9 @@ def _eager_plan(past: int, q: torch.Tensor, k: torch.Tensor, cfg: DCAConfig, cos
     return q_pos, plan_masks(q_pos, k.shape[2], q.shape[1], cos, sin, cfg.chunk_len, cfg.chunk_size)
 
 
-def _graph_plan(positions: torch.Tensor, capacity: int, q: torch.Tensor, cfg: DCAConfig, cos, sin):
+def _graph_plan(positions: torch.Tensor, span: int, q: torch.Tensor, cfg: DCAConfig, cos, sin):
     kpos = positions % cfg.chunk_len
-    plan = plan_masks(positions, capacity, q.shape[1], cos, sin, cfg.chunk_len, cfg.chunk_size)
+    plan = plan_masks(positions, span, q.shape[1], cos, sin, cfg.chunk_len, cfg.chunk_size)
     return (cos[kpos], sin[kpos]), plan
 
 

@@ -24,6 +24,7 @@ from chunkqa.methods.patching import (
     cached,
     patch_attention,
     pick_cache,
+    step_span,
 )
 from chunkqa.methods.rope import rotate
 from chunkqa.methods.selfextend.attention import selfextend_attention
@@ -127,9 +128,11 @@ def _selfextend_forward(
     positions = getattr(past_key_values, "positions", None)
     if positions is not None:  # a step being captured in a CUDA graph: positions are a tensor
         layer: CapturableLayer = past_key_values.layers[module.layer_idx]
-        key = ("graph", layer.capacity, q.dtype, q.device)
-        step = state.shared(key, lambda: _step(state, cfg, positions, q, layer.capacity, layer.capacity))
+        span = step_span(past_key_values, layer)
+        key = ("graph", span, q.dtype, q.device)
+        step = state.shared(key, lambda: _step(state, cfg, positions, q, span, span))
         k, v = layer.write_at(_rotate_keys(k, step), v, positions)
+        k, v = k[:, :, :span], v[:, :, :span]
         out = masked_selfextend_attention(
             _rotate_queries(q, step), k, v, positions, cfg.window, module.scaling, step.plan
         )
