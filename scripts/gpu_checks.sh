@@ -33,11 +33,13 @@ step prefill_se python3 benchmarks/prefill.py --device cuda --preset smollm2 --l
 step decode python3 benchmarks/decode.py --device cuda --out "$OUT"
 step ttft_cache python3 benchmarks/ttft_cache.py --device cuda --out "$OUT"
 step kv_load python3 benchmarks/kv_load.py --device cuda --sweep --out "$OUT"
+step capacity_llama python3 benchmarks/capacity.py --device cuda --shape llama3-8b --lengths 131072,262144,524288 --out "$OUT"
+step capacity_qwen python3 benchmarks/capacity.py --device cuda --shape qwen2.5-7b-1m --lengths 131072,262144,524288,1048576 --out "$OUT"
 step ask_tiny python3 -m chunkqa ask examples/passkey-demo-16x.txt "What is the pass key?" -m tiny --no-cache
 step selftest_tiny python3 -m chunkqa selftest -m tiny
 
 echo "== summary"
 cat "$OUT/steps.txt"
-for log in gpu_suite tp_gpu dca_attention prefill prefill_se decode ttft_cache kv_load ask_tiny selftest_tiny; do
+for log in gpu_suite tp_gpu dca_attention prefill prefill_se decode ttft_cache kv_load capacity_llama capacity_qwen ask_tiny selftest_tiny; do
   [ -f "$OUT/$log.log" ] && { echo "== $log"; tail -n 14 "$OUT/$log.log"; }
 done
