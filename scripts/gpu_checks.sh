@@ -4,6 +4,7 @@
 # Wheels for packages the machine lacks may be put in .whl/ (they are installed to /tmp/site first).
 # Set CHUNKQA_GIT_SHA to the checkout's sha: the tree travels there without .git.
 # Arguments name the steps to run (default: all), e.g. `bash scripts/gpu_checks.sh gpu_suite ttft_cache`.
+# PACK=1 packs $OUT into one all.tgz at the end (the device tool returns at most 8 files a call).
 set -uo pipefail
 OUT=${OUT:-/tmp/chunkqa-gpu}
 mkdir -p "$OUT"
@@ -43,3 +44,8 @@ cat "$OUT/steps.txt"
 for log in gpu_suite tp_gpu dca_attention prefill prefill_se decode ttft_cache kv_load capacity_llama capacity_qwen ask_tiny selftest_tiny; do
   [ -f "$OUT/$log.log" ] && { echo "== $log"; tail -n 14 "$OUT/$log.log"; }
 done
+# PACK=1: everything under $OUT in one archive (the device tool brings back at most 8 files a call)
+if [ "${PACK:-0}" = 1 ]; then
+  tar czf /tmp/pack.tgz -C "$OUT" . && find "$OUT" -type f -delete && mv /tmp/pack.tgz "$OUT/all.tgz"
+fi
+true

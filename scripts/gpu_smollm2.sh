@@ -6,6 +6,7 @@
 # The validation books are read from .carry/books when it is there, else from chunkqa's bundled copies.
 # Results go to $OUT (default /tmp/chunkqa-gpu). MODEL=tiny runs the steps on the bundled tiny model
 # (a dry run on any machine). Arguments name the steps, e.g. `bash scripts/gpu_smollm2.sh join setup suite`.
+# PACK=1 packs $OUT into one all.tgz at the end (the device tool returns at most 8 files a call).
 set -uo pipefail
 OUT=${OUT:-/tmp/chunkqa-gpu}
 mkdir -p "$OUT" /tmp/gg
@@ -91,3 +92,8 @@ done
 echo "== summary"
 cat "$OUT/steps.txt" 2>/dev/null
 for log in "$OUT"/*.log; do echo "== $log"; tail -n 16 "$log"; done
+# PACK=1: everything under $OUT in one archive (the device tool brings back at most 8 files a call)
+if [ "${PACK:-0}" = 1 ]; then
+  tar czf /tmp/pack.tgz -C "$OUT" . && find "$OUT" -type f -delete && mv /tmp/pack.tgz "$OUT/all.tgz"
+fi
+true
