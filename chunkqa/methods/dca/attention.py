@@ -7,6 +7,9 @@ For each group of queries inside one chunk b, the keys split into up to four ran
   own, cached   [bs, start)      query rotated at i mod s         (non-causal)
   own, new      [start, end)     query rotated at i mod s         (causal square)
 Each range is one kernel call returning (out, log-sum-exp); the parts merge into one exact softmax.
+Queries that fill whole chunks (the middle of a long prefill) share their rotations: the own-chunk
+squares of all those chunks go into one batched causal call and their previous-chunk blocks into one
+batched call, so a piece costs two calls plus one per older range instead of about four per chunk.
 """
 
 from __future__ import annotations
@@ -29,8 +32,11 @@ def dca_attention(
     chunk_size: int,
     scale: float,
     kernel: Kernel,
+    *,
+    batch_chunks: bool = True,
 ) -> torch.Tensor:
-    """Attention of new queries over all keys so far.
+    """Attention of new queries over all keys so far (`batch_chunks=False`: every chunk's queries on
+    their own, as before whole chunks shared their calls; the same result, for comparisons).
 
     q: [B, H, n, D], not rotated, at absolute positions q_start .. q_start + n - 1
     k, v: [B, Hkv, q_start + n, D], keys already rotated at (position mod chunk_len)
@@ -41,22 +47,76 @@ def dca_attention(
         raise ValueError(
             f"DCA needs every key so far: got {k.shape[2]} keys for {q_start + q.shape[2]} tokens"
         )
-    outs = [
-        _attend_group(
-            q[:, :, g.start - q_start : g.end - q_start],
-            k,
-            v,
-            g,
-            cos,
-            sin,
-            chunk_len,
-            chunk_size,
-            scale,
-            kernel,
-        )
-        for g in query_groups(q_start, q.shape[2], chunk_len)
-    ]
+    outs = []
+    groups = query_groups(q_start, q.shape[2], chunk_len)
+    for run in _runs(groups, chunk_len) if batch_chunks else [[g] for g in groups]:
+        rows = q[:, :, run[0].start - q_start : run[-1].end - q_start]
+        if len(run) > 1:  # whole chunks
+            first, count = run[0].chunk, len(run)
+            outs.append(
+                _attend_chunks(rows, k, v, first, count, cos, sin, chunk_len, chunk_size, scale, kernel)
+            )
+        else:
+            outs.append(_attend_group(rows, k, v, run[0], cos, sin, chunk_len, chunk_size, scale, kernel))
     return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+
+
+def _runs(groups: list[QueryGroup], chunk_len: int) -> list[list[QueryGroup]]:
+    """The groups in order, consecutive groups that fill whole chunks gathered into one run each."""
+    runs: list[list[QueryGroup]] = []
+    for g in groups:
+        if runs and _is_whole(g, chunk_len) and _is_whole(runs[-1][-1], chunk_len):
+            runs[-1].append(g)
+        else:
+            runs.append([g])
+    return runs
+
+
+def _is_whole(group: QueryGroup, chunk_len: int) -> bool:
+    return group.end - group.start == chunk_len
+
+
+def _attend_chunks(
+    q, k, v, first: int, count: int, cos, sin, chunk_len: int, chunk_size: int, scale: float, kernel: Kernel
+) -> torch.Tensor:
+    """DCA for queries q [B, H, count * s, D] that fill chunks first .. first + count - 1 exactly."""
+    batch, heads, _, dim = q.shape
+    s = chunk_len
+    rows = q.view(batch, heads, count, s, dim)
+    own = torch.arange(s, device=q.device)
+    intra = _batched(rotate(rows, cos[own], sin[own]), k, v, first * s, count, True, scale, kernel)
+    parts = [[(intra[0][:, j], intra[1][:, j])] for j in range(count)]
+    start = max(first, 1)  # chunk 0 has no previous chunk
+    if start < first + count:
+        pos = (own + s).clamp(max=chunk_size)
+        later = rows[:, :, start - first :]
+        q_prev = rotate(later, cos[pos], sin[pos])
+        prev = _batched(q_prev, k, v, (start - 1) * s, later.shape[2], False, scale, kernel)
+        for j in range(later.shape[2]):
+            parts[start - first + j].append((prev[0][:, j], prev[1][:, j]))
+    q_inter = rotate(rows, cos[chunk_size], sin[chunk_size])
+    for j in range(max(0, 2 - first), count):  # chunks 2 and later also see the older chunks
+        older = slice(0, (first + j - 1) * s)
+        parts[j].append(attend(kernel, q_inter[:, :, j], k[:, :, older], v[:, :, older], False, scale))
+    return torch.cat([merge(chunk) for chunk in parts], dim=2)
+
+
+def _batched(rows, k, v, key_start: int, count: int, causal: bool, scale: float, kernel: Kernel):
+    """rows [B, H, count, s, D] against keys [key_start, key_start + count * s) chunk by chunk, in one
+    kernel call with the chunks folded into the batch: (out [B, count, H, s, D], lse [B, count, H, s])."""
+    batch, heads, _, s, dim = rows.shape
+    kv_heads = k.shape[1]
+    span = slice(key_start, key_start + count * s)
+    keys, vals = (
+        x[:, :, span]
+        .reshape(batch, kv_heads, count, s, -1)
+        .transpose(1, 2)
+        .reshape(batch * count, kv_heads, s, -1)
+        for x in (k, v)
+    )
+    queries = rows.transpose(1, 2).reshape(batch * count, heads, s, dim)
+    out, lse = attend(kernel, queries, keys, vals, causal, scale)
+    return out.view(batch, count, heads, s, -1), lse.view(batch, count, heads, s)
 
 
 def _attend_group(

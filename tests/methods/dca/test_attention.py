@@ -75,7 +75,7 @@ def test_prefill_matches_reference(length, kv_heads, dim, kernel):
     torch.testing.assert_close(out, reference(q, k, v), rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("pieces", [[1] * 45, [7, 13, 1, 24], [20, 20, 5], [3, 41, 1]])
+@pytest.mark.parametrize("pieces", [[1] * 45, [7, 13, 1, 24], [20, 20, 5], [3, 41, 1], [25, 62], [20, 60, 7]])
 @pytest.mark.parametrize("kv_heads", [4, 1])
 def test_pieces_and_decode_match_reference(pieces, kv_heads):
     length = sum(pieces)
@@ -131,3 +131,27 @@ def test_wrong_cache_length_is_refused():
     cos, sin = tables(64)
     with pytest.raises(ValueError, match="every key"):
         dca_attention(q, k[:, :, :5], v[:, :, :5], 0, cos, sin, S, CHUNK, 0.125, KERNELS["math"])
+
+
+def test_whole_chunks_share_their_kernel_calls():
+    """87 tokens = 4 whole chunks and 7 more: the whole chunks' own squares take one call, their
+    previous-chunk blocks one, and chunks 2 and 3 one each for the older keys; the partial chunk 4
+    takes its three. Seven calls instead of twelve, and the same output."""
+    calls = []
+
+    def counting(q, k, v, causal, scale):
+        calls.append((q.shape[0], q.shape[-2], k.shape[-2], causal))
+        return KERNELS["math"](q, k, v, causal, scale)
+
+    q, k, v = random_qkv(87, 4, 2, 64, seed=11)
+    cos, sin = tables(64)
+    k_rot = rotate(k, cos[torch.arange(87) % S], sin[torch.arange(87) % S])
+    out = dca_attention(q, k_rot, v, 0, cos, sin, S, CHUNK, 64**-0.5, counting)
+    torch.testing.assert_close(out, reference(q, k, v), rtol=1e-10, atol=1e-10)
+    batch = q.shape[0]
+    assert calls[:2] == [(batch * 4, S, S, True), (batch * 3, 2 * S, S, False)]  # folded: GQA rows stacked
+    assert len(calls) == 7
+    calls.clear()
+    alone = dca_attention(q, k_rot, v, 0, cos, sin, S, CHUNK, 64**-0.5, counting, batch_chunks=False)
+    torch.testing.assert_close(alone, out, rtol=1e-12, atol=1e-12)
+    assert len(calls) == 12  # 1 + 2 + 3 + 3 + 3: a call per range per chunk
