@@ -7,9 +7,10 @@ For each group of queries inside one chunk b, the keys split into up to four ran
   own, cached   [bs, start)      query rotated at i mod s         (non-causal)
   own, new      [start, end)     query rotated at i mod s         (causal square)
 Each range is one kernel call returning (out, log-sum-exp); the parts merge into one exact softmax.
-Queries that fill whole chunks (the middle of a long prefill) share their rotations: the own-chunk
-squares of all those chunks go into one batched causal call and their previous-chunk blocks into one
-batched call, so a piece costs two calls plus one per older range instead of about four per chunk.
+With batch_chunks, queries that fill whole chunks (the middle of a long prefill) share their
+rotations: the own-chunk squares of all those chunks go into one batched causal call and their
+previous-chunk blocks into one, so a piece costs two calls plus one per older range instead of about
+four per chunk.
 """
 
 from __future__ import annotations
@@ -33,10 +34,12 @@ def dca_attention(
     scale: float,
     kernel: Kernel,
     *,
-    batch_chunks: bool = True,
+    batch_chunks: bool = False,
 ) -> torch.Tensor:
-    """Attention of new queries over all keys so far (`batch_chunks=False`: every chunk's queries on
-    their own, as before whole chunks shared their calls; the same result, for comparisons).
+    """Attention of new queries over all keys so far. `batch_chunks=True`: whole chunks share their
+    kernel calls (the same result). Off by default: on the CPU it is slower (7.4 against 6.2 s for 8k
+    tokens of 32 heads, its strided merges cost more than the calls it saves); on a GPU, where it
+    would save launches, it is not measured yet (benchmarks/dca_attention.py times both).
 
     q: [B, H, n, D], not rotated, at absolute positions q_start .. q_start + n - 1
     k, v: [B, Hkv, q_start + n, D], keys already rotated at (position mod chunk_len)
@@ -97,7 +100,8 @@ def _attend_chunks(
     q_inter = rotate(rows, cos[chunk_size], sin[chunk_size])
     for j in range(max(0, 2 - first), count):  # chunks 2 and later also see the older chunks
         older = slice(0, (first + j - 1) * s)
-        parts[j].append(attend(kernel, q_inter[:, :, j], k[:, :, older], v[:, :, older], False, scale))
+        q_j = q_inter[:, :, j].contiguous()
+        parts[j].append(attend(kernel, q_j, k[:, :, older], v[:, :, older], False, scale))
     return torch.cat([merge(chunk) for chunk in parts], dim=2)
 
 
@@ -111,10 +115,11 @@ def _batched(rows, k, v, key_start: int, count: int, causal: bool, scale: float,
         x[:, :, span]
         .reshape(batch, kv_heads, count, s, -1)
         .transpose(1, 2)
-        .reshape(batch * count, kv_heads, s, -1)
+        .contiguous()
+        .view(batch * count, kv_heads, s, x.shape[-1])
         for x in (k, v)
     )
-    queries = rows.transpose(1, 2).reshape(batch * count, heads, s, dim)
+    queries = rows.transpose(1, 2).contiguous().view(batch * count, heads, s, dim)
     out, lse = attend(kernel, queries, keys, vals, causal, scale)
     return out.view(batch, count, heads, s, -1), lse.view(batch, count, heads, s)
 

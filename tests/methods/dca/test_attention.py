@@ -33,7 +33,9 @@ def random_qkv(length: int, heads: int, kv_heads: int, dim: int, seed: int, dtyp
     return q.to(dtype), k.to(dtype), v.to(dtype)
 
 
-def run_dca(q, k, v, kernel: str, pieces: list[int] | None = None) -> torch.Tensor:
+def run_dca(
+    q, k, v, kernel: str, pieces: list[int] | None = None, batch_chunks: bool = False
+) -> torch.Tensor:
     """DCA through the implementation, feeding queries in pieces of the given sizes."""
     length, dim = q.shape[2], q.shape[3]
     cos, sin = tables(dim, q.dtype)
@@ -55,6 +57,7 @@ def run_dca(q, k, v, kernel: str, pieces: list[int] | None = None) -> torch.Tens
                 CHUNK,
                 dim**-0.5,
                 KERNELS[kernel],
+                batch_chunks=batch_chunks,
             )
         )
         start = end
@@ -65,22 +68,24 @@ def reference(q, k, v) -> torch.Tensor:
     return reference_dca(q, k, v, CHUNK, WINDOW, q.shape[-1] ** -0.5, plain_rope(inv_freq(q.shape[-1])))
 
 
+@pytest.mark.parametrize("batch_chunks", [False, True])
 @pytest.mark.parametrize("kernel", ["math", "sdpa-cpu"])
 @pytest.mark.parametrize("dim", [64, 128])
 @pytest.mark.parametrize("kv_heads", [4, 2, 1])  # GQA ratios 1, 2, 4
 @pytest.mark.parametrize("length", LENGTHS)
-def test_prefill_matches_reference(length, kv_heads, dim, kernel):
+def test_prefill_matches_reference(length, kv_heads, dim, kernel, batch_chunks):
     q, k, v = random_qkv(length, 4, kv_heads, dim, seed=length * 7 + kv_heads)
-    out = run_dca(q, k, v, kernel)
+    out = run_dca(q, k, v, kernel, batch_chunks=batch_chunks)
     torch.testing.assert_close(out, reference(q, k, v), rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("pieces", [[1] * 45, [7, 13, 1, 24], [20, 20, 5], [3, 41, 1], [25, 62], [20, 60, 7]])
 @pytest.mark.parametrize("kv_heads", [4, 1])
-def test_pieces_and_decode_match_reference(pieces, kv_heads):
+@pytest.mark.parametrize("batch_chunks", [False, True])
+def test_pieces_and_decode_match_reference(pieces, kv_heads, batch_chunks):
     length = sum(pieces)
     q, k, v = random_qkv(length, 4, kv_heads, 64, seed=len(pieces))
-    out = run_dca(q, k, v, "sdpa-cpu", pieces)
+    out = run_dca(q, k, v, "sdpa-cpu", pieces, batch_chunks)
     torch.testing.assert_close(out, reference(q, k, v), rtol=1e-10, atol=1e-10)
 
 
@@ -134,7 +139,7 @@ def test_wrong_cache_length_is_refused():
 
 
 def test_whole_chunks_share_their_kernel_calls():
-    """87 tokens = 4 whole chunks and 7 more: the whole chunks' own squares take one call, their
+    """batch_chunks: 87 tokens = 4 whole chunks and 7 more: the whole chunks' own squares take one call, their
     previous-chunk blocks one, and chunks 2 and 3 one each for the older keys; the partial chunk 4
     takes its three. Seven calls instead of twelve, and the same output."""
     calls = []
@@ -146,12 +151,12 @@ def test_whole_chunks_share_their_kernel_calls():
     q, k, v = random_qkv(87, 4, 2, 64, seed=11)
     cos, sin = tables(64)
     k_rot = rotate(k, cos[torch.arange(87) % S], sin[torch.arange(87) % S])
-    out = dca_attention(q, k_rot, v, 0, cos, sin, S, CHUNK, 64**-0.5, counting)
+    out = dca_attention(q, k_rot, v, 0, cos, sin, S, CHUNK, 64**-0.5, counting, batch_chunks=True)
     torch.testing.assert_close(out, reference(q, k, v), rtol=1e-10, atol=1e-10)
     batch = q.shape[0]
     assert calls[:2] == [(batch * 4, S, S, True), (batch * 3, 2 * S, S, False)]  # folded: GQA rows stacked
     assert len(calls) == 7
     calls.clear()
-    alone = dca_attention(q, k_rot, v, 0, cos, sin, S, CHUNK, 64**-0.5, counting, batch_chunks=False)
+    alone = dca_attention(q, k_rot, v, 0, cos, sin, S, CHUNK, 64**-0.5, counting)
     torch.testing.assert_close(alone, out, rtol=1e-12, atol=1e-12)
     assert len(calls) == 12  # 1 + 2 + 3 + 3 + 3: a call per range per chunk
