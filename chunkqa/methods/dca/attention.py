@@ -37,7 +37,7 @@ def dca_attention(
     batch_chunks: bool = False,
 ) -> torch.Tensor:
     """Attention of new queries over all keys so far. `batch_chunks=True`: whole chunks share their
-    kernel calls (the same result). Off by default: on the CPU it is slower (7.4 against 6.2 s for 8k
+    kernel calls (the same result). Off by default: on the CPU it is slower (7.1 against 5.9 s for 8k
     tokens of 32 heads, its strided merges cost more than the calls it saves); on a GPU, where it
     would save launches, it is not measured yet (benchmarks/dca_attention.py times both).
 
