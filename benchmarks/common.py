@@ -95,3 +95,42 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
     return "-" if value is None else str(value)
+
+
+def kernel_profile(fn: Callable[[], Any], device: torch.device, calls: int = 3, top: int = 12) -> list[dict]:
+    """Where fn's time goes: the `top` operators (CPU) or GPU kernels (CUDA) by time, per call of fn.
+
+    torch.profiler over `calls` calls after one warm-up; each row has the name (cut to 60
+    characters), launches per call, ms per call and share of the total; a last row sums the rest.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    sync(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(calls):
+            fn()
+        sync(device)
+    events = prof.key_averages()
+    if device.type == "cuda":  # GPU kernels only: the events with device time of their own
+        timed = [(e.key, e.count, getattr(e, "self_device_time_total", 0)) for e in events]
+    else:  # leaf operators by their own CPU time
+        timed = [(e.key, e.count, e.self_cpu_time_total) for e in events]
+    timed = sorted((t for t in timed if t[2] > 0), key=lambda t: -t[2])
+    total = sum(t[2] for t in timed) or 1
+    rows = [
+        {"op": name[:60], "per_call": count / calls, "ms": us / calls / 1e3, "share": us / total}
+        for name, count, us in timed[:top]
+    ]
+    rest = timed[top:]
+    rows.append(
+        {
+            "op": f"({len(rest)} others)",
+            "per_call": sum(t[1] for t in rest) / calls,
+            "ms": sum(t[2] for t in rest) / calls / 1e3,
+            "share": sum(t[2] for t in rest) / total,
+        }
+    )
+    rows.append({"op": "total", "per_call": None, "ms": total / calls / 1e3, "share": 1.0})
+    return rows

@@ -7,6 +7,10 @@ calls (`batch_chunks=True`, off by default until it is measured faster), in the 
 
     python benchmarks/dca_attention.py                      # CPU, 2k-8k, P = 1024
     python benchmarks/dca_attention.py --device cuda        # GPU, 8k-128k, P = 8192
+    python benchmarks/dca_attention.py --device cuda --lengths 32768 --profile   # and where the time goes
+
+`--profile` also prints, for the first length, the GPU kernels (CPU: operators) of one causal SDPA
+call and of one DCA call with the first kernel, by time (torch.profiler).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import environment, peak_memory, print_table, time_call, write_results
+from common import environment, kernel_profile, peak_memory, print_table, time_call, write_results
 
 from chunkqa.methods.dca.attention import dca_attention
 from chunkqa.methods.dca.positions import key_positions
@@ -76,6 +80,14 @@ def bench_length(length: int, args, device, dtype, kernels: list[str]) -> list[d
                 "dca_peak_gib": mem / 2**30 if mem else None,
             }
         )
+    if args.profile and length == args.first_length:
+
+        def dca():
+            return dca_attention(q, k_rot, v, 0, cos, sin, chunk_len, chunk, 128**-0.5, KERNELS[kernels[0]])
+
+        for label, fn in (("causal SDPA", plain), (f"DCA, {kernels[0]}", dca)):
+            print(f"# profile at {length:,} tokens: {label}")
+            print_table(kernel_profile(fn, device), ["op", "per_call", "ms", "share"])
     return rows
 
 
@@ -89,6 +101,7 @@ def main() -> None:
     parser.add_argument("--pretraining-length", type=int, default=None)
     parser.add_argument("--kernels", default=None, help="comma-separated DCA kernels (default: all that run)")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--profile", action="store_true", help="print where the time goes (first length)")
     parser.add_argument("--out", type=Path, default=None, help="folder for the JSON lines (default results/)")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -97,6 +110,7 @@ def main() -> None:
     args.pretraining_length = args.pretraining_length or (8192 if cuda else 1024)
     default_lengths = "8192,16384,32768,65536,131072" if cuda else "2048,4096,8192"
     lengths = [int(x) for x in (args.lengths or default_lengths).split(",")]
+    args.first_length = lengths[0]
     kernels = (
         args.kernels.split(",")
         if args.kernels

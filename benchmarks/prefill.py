@@ -3,12 +3,17 @@
 Prefill time, throughput and peak memory of a whole model reading L tokens in 4096-token pieces
 (chunkqa's prefill: KV cache, only the last position's logits), with DCA (and SelfExtend, with
 --methods) against the same model without it (transformers' own SDPA attention), measured in the same
-run. Random weights. `selfextend:N` runs SelfExtend with N query rows per block of its kernel path.
+run. Random weights. `selfextend:N` runs SelfExtend with N query rows per block of its kernel path;
+`METHOD@N` reads in pieces of N tokens instead of --piece, and `@all` in one pass (the whole
+document in one forward, as plain transformers would). The first method is the baseline of the
+ratios. `floor_gib` is what any method must hold: the weights plus the KV cache of L tokens.
 
     python benchmarks/prefill.py                    # CPU: Llama 4 x 512, P 2048, 4k-16k tokens
     python benchmarks/prefill.py --device cuda      # GPU: Llama-3-8B shape, bf16, P 8192, 8k-64k tokens
     python benchmarks/prefill.py --device cuda --preset smollm2 --piece 32768 \
         --methods plain,dca,selfextend:512,selfextend:2048   # SmolLM2-135M's shape, as chunkqa eval runs it
+    python benchmarks/prefill.py --device cuda --lengths 131072,262144 --repeats 1 \
+        --methods plain@all,dca,dca@16384       # against plain transformers in one pass (#13's baseline)
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import environment, print_table, sync, write_results
 
+from chunkqa.budget import kv_bytes_per_token
 from chunkqa.engine.generate import prefill
 from chunkqa.methods.dca import apply_dca
 from chunkqa.methods.selfextend import apply_selfextend
@@ -94,6 +100,7 @@ def main() -> None:
         )
     ]
     model = build(args, device, dtype)
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
     env = {
         **environment(device),
         "dtype": str(dtype).removeprefix("torch."),
@@ -106,14 +113,16 @@ def main() -> None:
             3, model.config.vocab_size, (length,), generator=torch.Generator().manual_seed(length)
         )
         ids = ids.tolist()
-        results = {mode: timed(model, ids, device, args, mode) for mode in args.methods.split(",")}
-        plain_s = results["plain"][0]
-        row = {**env, "length": length, "plain_s": plain_s}
+        methods = args.methods.split(",")
+        results = {mode: timed(model, ids, device, args, mode) for mode in methods}
+        plain_s = results[methods[0]][0]
+        row = {**env, "length": length, "plain_s": plain_s, "baseline": methods[0]}
+        row["floor_gib"] = (weights + kv_bytes_per_token(model.config, dtype.itemsize) * length) / 2**30
         for mode, (seconds, peak) in results.items():
-            name = mode.replace(":", "")
+            name = column_name(mode)
             row[f"{name}_s"] = seconds
             row[f"{name}_peak_gib"] = peak / 2**30 if peak else None
-            if mode != "plain":
+            if mode != methods[0]:
                 row[f"{name}_ratio"] = seconds / plain_s
                 row[f"{name}_tok_s"] = length / seconds
         if "dca" in results:  # the names earlier rows of results/prefill.jsonl use
@@ -128,14 +137,23 @@ def main() -> None:
         f"# Prefill with DCA vs plain SDPA ({env['device']}, torch {env['torch']}, {env['dtype']}, "
         f"{env['model']}, P={env['P']}, pieces of {args.piece}; best of {args.repeats}; {path})"
     )
-    modes = [m.replace(":", "") for m in args.methods.split(",") if m != "plain"]
+    first, *modes = [column_name(m) for m in args.methods.split(",")]
+    columns = ["length", *(f"{m}_{c}" for m in modes for c in ("s", "ratio")), f"{first}_peak_gib"]
+    print(f"# baseline of the ratios: {first} ({first}_s)")
     print_table(
-        rows, ["length", "plain_s", *(f"{m}_{c}" for m in modes for c in ("s", "ratio")), "plain_peak_gib"]
+        rows, [*columns[:1], f"{first}_s", *columns[1:], *(f"{m}_peak_gib" for m in modes), "floor_gib"]
     )
+
+
+def column_name(mode: str) -> str:
+    """The JSON key prefix of a method: `selfextend:512` -> selfextend512, `dca@16384` -> dca_p16384."""
+    return mode.replace(":", "").replace("@", "_p")
 
 
 def timed(model, ids: list[int], device: torch.device, args, mode: str) -> tuple[float, int | None]:
     """Best prefill time of `mode` over args.repeats runs (after a warm-up), and the first run's peak."""
+    mode, _, size = mode.partition("@")
+    piece = len(ids) if size == "all" else int(size) if size else args.piece
     name, _, block = mode.partition(":")
     if name == "dca":
         handle = apply_dca(model)
@@ -149,8 +167,8 @@ def timed(model, ids: list[int], device: torch.device, args, mode: str) -> tuple
     if block:
         selfextend_attention.QUERY_BLOCK = selfextend_attention.QUERY_BLOCK_GPU = int(block)
     try:
-        one_prefill(model, ids[: args.piece], device, args.piece)  # warm-up
-        runs = [one_prefill(model, ids, device, args.piece) for _ in range(args.repeats)]
+        one_prefill(model, ids[: min(piece, 8192)], device, piece)  # warm-up
+        runs = [one_prefill(model, ids, device, piece) for _ in range(args.repeats)]
     finally:
         selfextend_attention.QUERY_BLOCK, selfextend_attention.QUERY_BLOCK_GPU = saved
         if handle is not None:

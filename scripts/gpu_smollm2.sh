@@ -6,6 +6,8 @@
 # The validation books are read from .carry/books when it is there, else from chunkqa's bundled copies.
 # Results go to $OUT (default /tmp/chunkqa-gpu). MODEL=tiny runs the steps on the bundled tiny model
 # (a dry run on any machine). Arguments name the steps, e.g. `bash scripts/gpu_smollm2.sh join setup suite`.
+# Environment: LENGTHS, TRIALS, SEED (first seed), LAYOUTS, LIMIT (seconds), PIECE, and SETTINGS (the
+# --setting flags of needle and passkey16), DCA_SETTINGS, SE_MORE as each step below reads them.
 # PACK=1 packs $OUT into one all.tgz at the end (the device tool returns at most 8 files a call).
 set -uo pipefail
 OUT=${OUT:-/tmp/chunkqa-gpu}
@@ -68,10 +70,10 @@ for arg in "$@"; do
         --trials ${TRIALS:-5} --layouts lines --setting none --setting dca,logit_scale=1 \
         --prefill-chunk ${PIECE:-32768} --jsonl "$OUT/passkey10.jsonl" ;;
     needle) step needle timeout ${LIMIT:-200} $EVAL needle -m $MODEL --lengths ${LENGTHS:-1x,2x,4x,8x,16x} \
-        --depths 0,0.5,1 --trials ${TRIALS:-2} --setting dca --setting none --prefill-chunk ${PIECE:-32768} \
-        --jsonl "$OUT/needle.jsonl" ;;
+        --depths 0,0.5,1 --trials ${TRIALS:-2} --seed ${SEED:-0} ${SETTINGS:---setting dca --setting none} \
+        --prefill-chunk ${PIECE:-32768} --jsonl "$OUT/needle.jsonl" ;;
     passkey16) step passkey16 timeout ${LIMIT:-150} $EVAL passkey -m $MODEL --lengths ${LENGTHS:-16x} \
-        --trials ${TRIALS:-10} --layouts sentences --setting dca --setting none \
+        --trials ${TRIALS:-10} --seed ${SEED:-0} --layouts sentences ${SETTINGS:---setting dca --setting none} \
         --prefill-chunk ${PIECE:-32768} --jsonl "$OUT/passkey16.jsonl" ;;
     sweep) step sweep timeout 560 $EVAL passkey -m $MODEL --lengths 2x,4x,8x --trials 20 \
         --layouts sentences,prose --prefill-chunk ${PIECE:-32768} \

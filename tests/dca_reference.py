@@ -72,6 +72,38 @@ def reference_dca(
     return out
 
 
+def reference_dca_last(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    chunk_size: int,
+    local_window: int,
+    scale: float,
+    cos_sin,
+) -> torch.Tensor:
+    """DCA of the last query alone (position L - 1) over all L keys, in float64: O(L) memory.
+
+    q [B, H, 1, D]; k, v [B, Hkv, L, D], none rotated. The same formulas as `reference_dca`, for the
+    one row a decode step computes. Returns [B, H, 1, D] float64.
+    """
+    q, k, v = q.double(), k.double(), v.double()
+    groups = q.shape[1] // k.shape[1]
+    k = k.repeat_interleave(groups, dim=1)
+    v = v.repeat_interleave(groups, dim=1)
+    s = chunk_size - local_window
+    length = k.shape[2]
+    i, j = length - 1, torch.arange(length)
+    own = i % s
+    query_pos = torch.where(
+        j // s == i // s, own, torch.where(j // s + 1 == i // s, min(own + s, chunk_size), chunk_size)
+    )
+    kcos, ksin = cos_sin(j % s)
+    qcos, qsin = cos_sin(query_pos)  # [L, D/2]: one query position per key
+    scores = (rotate_pairs(q, qcos, qsin) * rotate_pairs(k, kcos, ksin)).sum(-1) * scale  # [B, H, L]
+    weights = torch.softmax(scores, dim=-1)
+    return (weights[..., None] * v).sum(-2)[:, :, None]
+
+
 def plain_rope(inv_freq: torch.Tensor, scaling: float = 1.0):
     """cos_sin for plain RoPE with these inverse frequencies (times an attention scaling)."""
 

@@ -3,12 +3,14 @@
 The instance patching is shared with the other methods (chunkqa.methods.patching); this module
 holds DCA's attention forward: keys rotated once at their in-chunk position and cached so, queries
 by the kernel path (long prefills) or the fused masked pass (a few queries on a GPU, and every
-CUDA-graph step).
+CUDA-graph step); one new token on a GPU with triton installed takes the flash-decoding kernel
+(chunkqa.methods.dca.decode_triton) instead of the masked pass.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 from torch import nn
@@ -31,6 +33,7 @@ from chunkqa.methods.rope import rotate
 
 MASKED_QUERIES = 64  # at most this many new queries take the fused masked pass ...
 MASKED_BYTES = 256 * 2**20  # ... and only while its float32 scores fit in this
+TRITON_DECODE = True  # one new token on a GPU: the Triton flash-decoding kernel, where triton is installed
 
 
 class DCAHandle(PatchHandle):
@@ -108,7 +111,7 @@ def _dca_forward(
         krot, plan = state.shared(key, lambda: _graph_plan(positions, span, q, cfg, cos, sin))
         k, v = layer.write_at(rotate(k, *krot), v, positions)
         k, v = k[:, :, :span], v[:, :, :span]
-        out = masked_dca_attention(q, k, v, positions, cos, sin, cfg.chunk_len, cfg.chunk_size, scale, plan)
+        out = _few_queries(q, k, v, positions, cos, sin, cfg, scale, plan)
     else:
         krot = state.shared(
             ("keys", past, new, q.dtype, q.device), lambda: _key_tables(past, new, cfg.chunk_len, cos, sin)
@@ -117,12 +120,34 @@ def _dca_forward(
         if use_masked(q, k):
             key = ("plan", past, new, k.shape[2], q.dtype, q.device)
             q_pos, plan = state.shared(key, lambda: _eager_plan(past, q, k, cfg, cos, sin))
-            out = masked_dca_attention(q, k, v, q_pos, cos, sin, cfg.chunk_len, cfg.chunk_size, scale, plan)
+            out = _few_queries(q, k, v, q_pos, cos, sin, cfg, scale, plan)
         else:
             _, kernel = state.kernel(q.device, q.dtype, q.shape[-1])
             out = dca_attention(q, k, v, past, cos, sin, cfg.chunk_len, cfg.chunk_size, scale, kernel)
     out = out.transpose(1, 2).reshape(batch, new, -1)  # [B, n, H*D]
     return module.o_proj(out), None
+
+
+def _few_queries(q, k, v, q_pos, cos, sin, cfg: DCAConfig, scale: float, plan) -> torch.Tensor:
+    """The fused masked pass, or for one new token on a GPU the flash-decoding kernel when it loads."""
+    decode = _triton_decode() if TRITON_DECODE and q.is_cuda and q.shape[2] == 1 else None
+    if decode is None:
+        return masked_dca_attention(q, k, v, q_pos, cos, sin, cfg.chunk_len, cfg.chunk_size, scale, plan)
+    qv = rotate(q[:, :, :, None, :], plan.cos, plan.sin)[:, :, 0]  # [B, H, 3, D]: the three rotations
+    return decode(qv, k, v, q_pos, cfg.chunk_len, scale)
+
+
+@functools.cache
+def _triton_decode():
+    """chunkqa.methods.dca.decode_triton's kernel, or None where triton is not installed (or where
+    CHUNKQA_TRITON_DECODE=0 turns it off: the fused masked pass then decodes, as before)."""
+    if os.environ.get("CHUNKQA_TRITON_DECODE", "1").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    try:
+        from chunkqa.methods.dca.decode_triton import triton_dca_decode
+    except ImportError:
+        return None
+    return triton_dca_decode
 
 
 def _key_tables(past: int, new: int, chunk_len: int, cos: torch.Tensor, sin: torch.Tensor):
