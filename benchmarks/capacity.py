@@ -140,8 +140,11 @@ def main() -> None:
         "shape": shape,
         **handle.config.describe(),
     }
-    rows = [{**env, **one_length(model, handle, length, args, device)} for length in lengths]
-    path = write_results("capacity", rows, args.out)
+    rows = []
+    for length in lengths:  # each row is written when measured: a long run cut short keeps its rows
+        rows.append({**env, **one_length(model, handle, length, args, device)})
+        path = write_results("capacity", rows[-1:], args.out)
+        print(f"# {length:,} tokens: {rows[-1]['prefill_s']:.1f} s prefill, peak {rows[-1]['peak_gib']} GiB")
     print(
         f"# Capacity of one {env['device']} ({shape}, {env['dtype']}, torch {env['torch']}, "
         f"DCA P={env['pretraining_length']} c={env['chunk_size']} w={env['local_window']}, "

@@ -25,8 +25,8 @@ step() {
   echo "$name rc=$rc $((SECONDS - t0))s" | tee -a "$OUT/steps.txt"
 }
 
-step gpu_suite python3 -m pytest -q -m gpu -s -p no:cacheprovider tests/methods/dca/test_gpu.py tests/methods/selfextend tests/cache/test_stream.py tests/engine/test_cuda_graphs.py tests/methods/dca/test_masked.py \
-  tests/methods/dca/test_decode_triton.py
+SUITE=${SUITE:-tests/methods/dca/test_gpu.py tests/methods/selfextend tests/cache/test_stream.py tests/engine/test_cuda_graphs.py tests/methods/dca/test_masked.py tests/methods/dca/test_decode_triton.py}
+step gpu_suite python3 -m pytest -q -m gpu -s -p no:cacheprovider $SUITE
 step tp_gpu python3 -m pytest -q -m gpu -s -p no:cacheprovider tests/engine/test_parallel_gpu.py
 step dca_attention python3 benchmarks/dca_attention.py --device cuda --profile \
   ${ATT_LENGTHS:+--lengths $ATT_LENGTHS} --out "$OUT"
