@@ -113,8 +113,13 @@ def kernel_profile(fn: Callable[[], Any], device: torch.device, calls: int = 3, 
             fn()
         sync(device)
     events = prof.key_averages()
-    if device.type == "cuda":  # GPU kernels only: the events with device time of their own
-        timed = [(e.key, e.count, getattr(e, "self_device_time_total", 0)) for e in events]
+    if device.type == "cuda":  # GPU kernels only (the aten ops that launch them carry the same time)
+        kernel = torch.autograd.DeviceType.CUDA
+        timed = [
+            (e.key, e.count, e.self_device_time_total)
+            for e in events
+            if e.device_type == kernel and not e.key.startswith("Activity Buffer")  # profiler overhead
+        ]
     else:  # leaf operators by their own CPU time
         timed = [(e.key, e.count, e.self_cpu_time_total) for e in events]
     timed = sorted((t for t in timed if t[2] > 0), key=lambda t: -t[2])
