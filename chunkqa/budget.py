@@ -157,12 +157,13 @@ def estimate_memory(
     available: int | None,
     weights_loaded: bool = False,
     key_copies: int = 1,
+    piece: int = PREFILL_PIECE,
 ) -> MemoryEstimate:
     return MemoryEstimate(
         tokens,
         weight_bytes(config, dtype_bytes),
         kv_bytes_per_token(config, dtype_bytes, key_copies) * tokens,
-        activation_bytes(config, tokens, dtype_bytes),
+        activation_bytes(config, tokens, dtype_bytes, piece),
         available,
         weights_loaded,
     )
@@ -196,6 +197,7 @@ def default_max_context(
     pretraining: int,
     weights_loaded: bool = False,
     key_copies: int = 1,
+    piece: int = PREFILL_PIECE,
 ) -> int:
     """The limit when none is given: `cap` when the method has one (the window without DCA, SelfExtend's
     longest sequence), else the longest context that fits in memory (90 % of what is free)."""
@@ -204,6 +206,6 @@ def default_max_context(
     if available is None:
         return 32 * pretraining
     spare = 0.9 * available - (0 if weights_loaded else weight_bytes(config, dtype_bytes))
-    spare -= activation_bytes(config, PREFILL_PIECE, dtype_bytes)
+    spare -= activation_bytes(config, piece, dtype_bytes, piece)
     tokens = int(spare // kv_bytes_per_token(config, dtype_bytes, key_copies))
     return max(pretraining, min(tokens, MAX_DEFAULT_CONTEXT))

@@ -75,7 +75,7 @@ class ChatEngine:
             self.cache.label = {"model": plan.model.spec.name, "documents": [d.name for d in plan.documents]}
             self.cache.refresh = refresh
         self.session = Session(
-            self.loaded, plan.builder, plan.document_ids, piece=self.request.prefill_chunk, store=self.cache
+            self.loaded, plan.builder, plan.document_ids, piece=plan.piece, store=self.cache
         )
         self.plan = plan
 

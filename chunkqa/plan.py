@@ -25,7 +25,7 @@ from chunkqa.budget import (
 )
 from chunkqa.documents import Document, combine_documents
 from chunkqa.engine.loading import ModelInfo, ModelSpec, load_tokenizer, resolve_model
-from chunkqa.engine.results import PREFILL_PIECE, GenerationConfig
+from chunkqa.engine.results import GenerationConfig, default_piece
 from chunkqa.errors import DoesNotFitError, UsageError
 from chunkqa.methods.ropescale import scaled_config
 from chunkqa.methods.spec import MethodSpec, Resolved, pretraining_length, resolve_method
@@ -44,7 +44,7 @@ class Request:
     system: str | None = None  # None: the default system prompt; "": none
     max_context: int | None = None  # None: sized for this machine
     truncate: str | None = None  # start, middle or end; None: refuse what does not fit
-    prefill_chunk: int = PREFILL_PIECE
+    prefill_chunk: int | None = None  # tokens per prefill call; None: by device (default_piece)
     cache: Any = None  # chunkqa.cache.CacheOptions; None: no disk cache
     password: str | None = None  # re-opens encrypted PDFs when a chat re-reads them
 
@@ -55,9 +55,9 @@ class Request:
         check_options(max_context=self.max_context, truncate=self.truncate, prefill_chunk=self.prefill_chunk)
 
 
-def check_options(*, max_context: int | None, truncate: str | None, prefill_chunk: int) -> None:
+def check_options(*, max_context: int | None, truncate: str | None, prefill_chunk: int | None) -> None:
     """The budget settings a Request checks, callable before any document is read."""
-    if prefill_chunk < 1:
+    if prefill_chunk is not None and prefill_chunk < 1:
         raise UsageError(f"`prefill_chunk` must be at least 1, got {prefill_chunk}")
     if max_context is not None and max_context < 1:
         raise UsageError(f"`max_context` must be at least 1, got {max_context}")
@@ -99,6 +99,11 @@ class Plan:
         return self.prompt_tokens / self.pretraining_length
 
     @property
+    def piece(self) -> int:
+        """Tokens per prefill call: the request's, else the device's default."""
+        return self.request.prefill_chunk or default_piece(self.model.device)
+
+    @property
     def fits(self) -> bool:
         return self.budget.total <= self.budget.limit and self.memory.fits
 
@@ -135,10 +140,18 @@ def make_plan(
     p = pretraining_length(model.config, request.method.pretraining_length)
     p = method.pretraining_length if method is not None else p
     copies = getattr(method, "key_copies", 1)
+    piece = request.prefill_chunk or default_piece(model.device)
     free = available_memory(model.device)
     cap = p if method is None else method.max_length  # DCA: none (memory decides)
     limit = request.max_context or default_max_context(
-        model.text_config, model.dtype_bytes, free, cap, p, weights_loaded=weights_loaded, key_copies=copies
+        model.text_config,
+        model.dtype_bytes,
+        free,
+        cap,
+        p,
+        weights_loaded=weights_loaded,
+        key_copies=copies,
+        piece=piece,
     )
     try:
         kept, budget = fit_document(
@@ -149,7 +162,13 @@ def make_plan(
             raise
         kept, budget = doc_ids, TokenBudget(len(doc_ids), framing, answer, limit)
     memory = estimate_memory(
-        model.text_config, budget.total, model.dtype_bytes, free, weights_loaded, key_copies=copies
+        model.text_config,
+        budget.total,
+        model.dtype_bytes,
+        free,
+        weights_loaded,
+        key_copies=copies,
+        piece=piece,
     )
     plan = Plan(request, model, method, p, builder, tuple(kept), len(doc_ids), budget, memory)
     if strict and not memory.fits:

@@ -34,7 +34,7 @@ from chunkqa.engine.generate import (
 )
 from chunkqa.engine.kvcache import new_cache
 from chunkqa.engine.loading import LoadedModel, load_model
-from chunkqa.engine.results import PREFILL_PIECE, GenerationConfig, Stats, Step
+from chunkqa.engine.results import GenerationConfig, Stats, Step, default_piece
 from chunkqa.prompt import PromptBuilder, PromptTokens, Turn
 
 
@@ -74,13 +74,13 @@ class Session:
         builder: PromptBuilder,
         document_ids: Sequence[int],
         *,
-        piece: int = PREFILL_PIECE,
+        piece: int | None = None,
         store: PrefixStore | None = None,
     ) -> None:
         self.loaded = loaded
         self.builder = builder
         self.document_ids = tuple(document_ids)
-        self.piece = piece
+        self.piece = piece or default_piece(loaded.device)  # tokens per prefill call
         self.turns: list[Turn] = []
         self.cache = new_cache(loaded.model.config)
         # decode steps replayed from a CUDA graph where that works (else None: the ordinary forward)
@@ -250,4 +250,4 @@ def open_session(plan: Any, *, parallel: Any = None, store: PrefixStore | None =
         tokenizer=plan.builder.tokenizer,
         parallel=parallel,
     )
-    return Session(loaded, plan.builder, plan.document_ids, piece=plan.request.prefill_chunk, store=store)
+    return Session(loaded, plan.builder, plan.document_ids, piece=plan.piece, store=store)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -40,7 +41,10 @@ def test_plan_then_session_then_ask(cli_models, doc):
     plan = chunkqa.make_plan(request, ["What is the pass key?"])
     assert plan.pretraining_length == 64 and plan.method.chunk_size == 48 and plan.fits
     assert plan.document_tokens > 64  # longer than the window: DCA does real work
+    assert plan.piece == 4096  # the CPU's default prefill piece (a GPU's is 16,384)
+    assert chunkqa.make_plan(dataclasses.replace(request, prefill_chunk=256), ["?"]).piece == 256
     session = chunkqa.open_session(plan)
+    assert session.piece == plan.piece
     steps = list(session.ask("What is the pass key?", request.generation))
     final = steps[-1]
     assert isinstance(final, chunkqa.Step) and isinstance(final.stats, chunkqa.Stats)

@@ -76,6 +76,16 @@ def test_llama3_8b_memory_estimate():
     assert estimate_memory(LLAMA3_8B, 32768, 2, available=None, key_copies=2).kv_cache == 6 * 2**30
 
 
+def test_the_estimate_counts_the_prefill_piece_in_use():
+    small = estimate_memory(LLAMA3_8B, 131072, 2, available=None, piece=4096)
+    large = estimate_memory(LLAMA3_8B, 131072, 2, available=None, piece=16384)
+    assert large.activations > small.activations and large.kv_cache == small.kv_cache
+    tight = 40 * 2**30  # the default context shrinks by what the larger piece's activations take
+    assert default_max_context(LLAMA3_8B, 2, tight, None, 8192, piece=16384) < default_max_context(
+        LLAMA3_8B, 2, tight, None, 8192, piece=4096
+    )
+
+
 def test_moe_weights_count_every_expert():
     dense = weight_bytes(MixtralConfig(num_local_experts=1), 2)
     eight = weight_bytes(MixtralConfig(num_local_experts=8), 2)

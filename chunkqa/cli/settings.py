@@ -32,7 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": None,
     "max_context": None,
     "truncate": None,
-    "prefill_chunk": 4096,
+    "prefill_chunk": None,  # None: by device (chunkqa.engine.results.default_piece)
     "template": None,
     "system": None,
     "method": "dca",

@@ -8,7 +8,15 @@ from typing import Any
 
 from chunkqa.errors import UsageError
 
-PREFILL_PIECE = 4096  # tokens per prefill call by default: bounds activation memory
+PREFILL_PIECE = 4096  # tokens per prefill call by default on a CPU: bounds activation memory
+PREFILL_PIECE_GPU = 16384  # on a GPU: 16-18 % faster than 4,096 at 128k-256k tokens, +1.3 GiB (H200)
+
+
+def default_piece(device: Any) -> int:
+    """Tokens per prefill call when none is asked for: PREFILL_PIECE_GPU on CUDA, else PREFILL_PIECE."""
+    return PREFILL_PIECE_GPU if getattr(device, "type", str(device)).startswith("cuda") else PREFILL_PIECE
+
+
 REPEAT_PENALTY = 1.0  # off by default: it turned "two years and two months" into "... and a half"
 REPEAT_WINDOW = 64  # the penalty covers the answer's last this many tokens
 NO_REPEAT_NGRAM = 10  # the default against loops: no run of 10 answer tokens comes twice (see README)

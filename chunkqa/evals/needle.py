@@ -156,7 +156,7 @@ class NeedleEval:
     trials: int
     seed: int
     label: str  # where the texts come from, for the banner
-    piece: int = 4096  # prefill tokens per forward call
+    piece: int | None = None  # prefill tokens per forward call; None: the device's default
     kind: str = "needle"
 
     @property

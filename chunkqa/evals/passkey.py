@@ -191,7 +191,7 @@ def cells(
     return out
 
 
-def score_cell(run: Any, cell: Any, tick: Callable[[int], None], piece: int = 4096) -> dict[str, Any]:
+def score_cell(run: Any, cell: Any, tick: Callable[[int], None], piece: int | None = None) -> dict[str, Any]:
     """Accuracy at one length under the setting `run` carries; a few misses are kept for reading."""
     from chunkqa.evals.runner import greedy
 
@@ -233,7 +233,7 @@ class PasskeyEval:
     trials: int
     seed: int
     layouts: tuple[Layout, ...] = (Layout("lines"),)
-    piece: int = 4096  # prefill tokens per forward call
+    piece: int | None = None  # prefill tokens per forward call; None: the device's default
     kind: str = "passkey"
 
     @property
@@ -246,7 +246,9 @@ class PasskeyEval:
         return cells(loaded.tokenizer, lengths, self.trials, self.seed, self.layouts)
 
     @staticmethod
-    def score_cell(run: Any, cell: Any, tick: Callable[[int], None], piece: int = 4096) -> dict[str, Any]:
+    def score_cell(
+        run: Any, cell: Any, tick: Callable[[int], None], piece: int | None = None
+    ) -> dict[str, Any]:
         return score_cell(run, cell, tick)
 
     summary = staticmethod(accuracy_summary)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chunkqa.engine.forward import cache_kwargs
+from chunkqa.engine.results import default_piece
 from chunkqa.errors import UsageError
 
 LOGITS_BUDGET = 1 << 26  # floats of [piece, vocab] logits kept at once (256 MiB in float32)
@@ -140,7 +141,8 @@ class PerplexityEval:
     texts: tuple[Any, ...]  # chunkqa.evals.data.Text
     windows: int
     label: str  # where the texts come from, for the banner
-    piece: int = MAX_PIECE  # at most this many tokens per forward call (and never past LOGITS_BUDGET)
+    # tokens per forward call, never past LOGITS_BUDGET; None: the device's default piece
+    piece: int | None = MAX_PIECE
     kind: str = "ppl"
 
     @property
@@ -162,7 +164,8 @@ class PerplexityEval:
 
     def score_cell(self, run: Any, cell: Any, tick: Callable[[int], None]) -> dict[str, Any]:
         """Record fields for one length under the setting `run` carries."""
-        piece = min(self.piece, piece_size(run.model.config.get_text_config().vocab_size))
+        vocab = run.model.config.get_text_config().vocab_size
+        piece = min(self.piece or default_piece(run.model.device), piece_size(vocab))
         score = perplexity(run.model, run.handle, cell.items, piece, lambda w: tick(len(w.ids)))
         return {
             "metric": "ppl",

@@ -92,13 +92,13 @@ def greedy(loaded: Any, ids: Sequence[int], max_new_tokens: int, piece: int | No
     from transformers import DynamicCache
 
     from chunkqa.engine.generate import decode_tokens, prefill, stop_token_ids
-    from chunkqa.engine.results import PREFILL_PIECE, GenerationConfig
+    from chunkqa.engine.results import GenerationConfig, default_piece
 
     cache = DynamicCache(config=loaded.model.config)
     config = GenerationConfig.greedy(max_new_tokens)
     stops = stop_token_ids(loaded.model, loaded.tokenizer)
     with logit_scale_pinned(loaded, len(ids)):
-        logits = prefill(loaded.model, ids, cache, piece or PREFILL_PIECE)
+        logits = prefill(loaded.model, ids, cache, piece or default_piece(loaded.device))
         return list(decode_tokens(loaded.model, cache, logits, config, stops))
 
 
