@@ -8,6 +8,9 @@
 # (a dry run on any machine). Arguments name the steps, e.g. `bash scripts/gpu_smollm2.sh join setup suite`.
 # Environment: LENGTHS, TRIALS, SEED (first seed), LAYOUTS, LIMIT (seconds), PIECE, and SETTINGS (the
 # --setting flags of needle and passkey16), DCA_SETTINGS, SE_MORE as each step below reads them.
+# Step `jobs` runs the `chunkqa eval passkey` argument lines of the file $JOBS, PAR processes at a time
+# (default 6: a 135M model leaves the GPU mostly idle, so one process per line multiplies the cells an
+# hour holds), each line to its own job<N>.jsonl and job<N>.log, all stopped LIMIT seconds after the start.
 # PACK=1 packs $OUT into one all.tgz at the end (the device tool returns at most 8 files a call).
 set -uo pipefail
 OUT=${OUT:-/tmp/chunkqa-gpu}
@@ -51,6 +54,26 @@ loaded.tokenizer.save_pretrained("$MODEL")
 EOF
 }
 
+run_jobs() {
+  local deadline=$((SECONDS + ${LIMIT:-500})) n=0 line
+  while IFS= read -r line; do
+    [[ -z $line || $line == \#* ]] && continue
+    n=$((n + 1))
+    while [ "$(jobs -rp | wc -l)" -ge "${PAR:-6}" ]; do wait -n; done
+    local left=$((deadline - SECONDS))
+    [ "$left" -le 5 ] && { echo "job$n skipped (no time left): $line" >> "$OUT/jobs.txt"; continue; }
+    (
+      t0=$SECONDS
+      # shellcheck disable=SC2086 # a line holds several arguments
+      OMP_NUM_THREADS=2 timeout "$left" $EVAL passkey -m "$MODEL" --prefill-chunk "${PIECE:-32768}" $line \
+        --jsonl "$OUT/job$n.jsonl" > "$OUT/job$n.log" 2>&1
+      echo "job$n rc=$? $((SECONDS - t0))s: $line" >> "$OUT/jobs.txt"
+    ) &
+  done < "$JOBS"
+  wait
+  cat "$OUT/jobs.txt"
+}
+
 for arg in "$@"; do
   case $arg in
     join) join ;;
@@ -86,6 +109,7 @@ for arg in "$@"; do
     sweep_se) step sweep_se timeout ${LIMIT:-400} $EVAL passkey -m $MODEL --lengths ${LENGTHS:-2x,4x,8x} \
         --trials ${TRIALS:-20} --layouts ${LAYOUTS:-sentences,prose} --prefill-chunk ${PIECE:-32768} \
         --setting selfextend ${SE_MORE:-} --jsonl "$OUT/sweep_se.jsonl" ;;
+    jobs) step "jobs-$(basename "$JOBS" .jobs)" run_jobs ;;
     sweep1x) step sweep1x $EVAL passkey -m $MODEL --lengths 1x --trials 20 --layouts sentences,prose \
         --setting none --prefill-chunk ${PIECE:-32768} --jsonl "$OUT/sweep1x.jsonl" ;;
     *) echo "unknown step $arg" ;;

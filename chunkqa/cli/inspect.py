@@ -8,7 +8,7 @@ import typer
 
 from chunkqa.cli.common import read_documents, run
 from chunkqa.cli.console import Console
-from chunkqa.cli.flags import Json, Password
+from chunkqa.cli.flags import Json, Password, PrefillChunk
 from chunkqa.cli.options import MethodOptions, ModelOptions, PromptOptions, TerminalOptions, options
 from chunkqa.cli.settings import Settings
 from chunkqa.errors import EXIT_DOES_NOT_FIT, ModelLoadError
@@ -25,6 +25,7 @@ def inspect(
     question: Question = "What is the main result?",
     password: Password = None,
     json_output: Json = False,
+    prefill_chunk: PrefillChunk = None,
     *,
     model: ModelOptions,
     method: MethodOptions,
@@ -38,7 +39,11 @@ def inspect(
         from chunkqa.plan import make_plan
 
         request = settings.request(
-            lambda: read_documents(documents, password, console), model=model, method=method, prompt=prompt
+            lambda: read_documents(documents, password, console),
+            model=model,
+            method=method,
+            prompt=prompt,
+            prefill_chunk=prefill_chunk,  # the activations of the memory estimate follow the piece
         )
         try:
             plan = make_plan(request, [question], strict=False)

@@ -169,8 +169,8 @@ def inspect_lines(plan: Any) -> list[str]:
     lines.append(f"limit {b.limit:,} tokens (--max-context): {verdict}")
     lines.append(
         f"memory estimate: {_gib(m.total)} = weights {_gib(m.weights)} + KV cache {_gib(m.kv_cache)} + "
-        f"activations {_gib(m.activations)}; free on {plan.model.device}: {_gib(m.available)}"
-        + ("" if m.fits else " -> does NOT fit")
+        f"activations {_gib(m.activations)} (prefill in pieces of {plan.piece:,} tokens, --prefill-chunk); "
+        f"free on {plan.model.device}: {_gib(m.available)}" + ("" if m.fits else " -> does NOT fit")
     )
     return lines
 
@@ -198,6 +198,7 @@ def inspect_record(plan: Any) -> dict[str, Any]:
             "weights": m.weights,
             "kv_cache": m.kv_cache,
             "activations": m.activations,
+            "prefill_piece": plan.piece,
             "total": m.total,
             "available": m.available,
         },

@@ -212,6 +212,7 @@ class Settings:
         generation: Any = None,
         cache: Any = None,
         password: str | None = None,
+        prefill_chunk: int | None = None,
     ) -> dict[str, Any]:
         """Every Request field but the documents, each option checked: a usage error comes before any
         document is read (a long PDF) or any heavy import."""
@@ -228,7 +229,7 @@ class Settings:
             "system": self.get("system", prompt.system),
             "max_context": self.get("max_context", prompt.max_context),
             "truncate": self.get("truncate", prompt.truncate),
-            "prefill_chunk": self.get("prefill_chunk", getattr(generation, "prefill_chunk", None)),
+            "prefill_chunk": self.get("prefill_chunk", getattr(generation, "prefill_chunk", prefill_chunk)),
             "cache": self.cache_options(cache) if cache is not None else None,
             "password": password,
         }

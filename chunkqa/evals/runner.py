@@ -8,6 +8,7 @@ Heavy imports (torch, transformers) happen inside the functions that need them.
 from __future__ import annotations
 
 import importlib.metadata
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
@@ -148,10 +149,12 @@ def run_cells(
     tick = tick or (lambda tokens: None)
     for setting in settings:
         for cell in cells:  # applied per cell: a method's defaults may follow the length (SelfExtend)
+            start = time.perf_counter()
             with applied(loaded, base, setting, cell.length) as run:
                 fields = scorer(run, cell, tick)
             rope = setting.spec(base).rope
-            fields = {"rope": str(rope) if rope is not None else None, **fields}
+            seconds = round(time.perf_counter() - start, 2)  # wall time of the cell, patching included
+            fields = {"rope": str(rope) if rope is not None else None, **fields, "seconds": seconds}
             if cell.variant is not None:
                 fields = {"layout": cell.variant, **fields}
             yield record(kind, run, setting, cell.length, pretraining, **fields)

@@ -281,6 +281,22 @@ def test_inspect_loads_no_weights(cli_models, doc):
     assert result.exit_code == 3 and "does NOT fit" in result.stdout and "18 pages" in result.stdout
 
 
+def test_inspect_counts_the_prefill_piece_in_the_estimate(cli_models, doc):
+    def memory(*flags: str) -> dict:
+        args = ["inspect", str(doc), "-m", str(cli_models["llama"]), "--json", *flags]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.stderr
+        return json.loads(result.stdout)["memory"]
+
+    default, small = memory(), memory("--prefill-chunk", "16")
+    assert (default["prefill_piece"], small["prefill_piece"]) == (4096, 16)  # the CPU's default piece
+    assert small["activations"] < default["activations"] and small["kv_cache"] == default["kv_cache"]
+    text = CliRunner().invoke(
+        app, ["inspect", str(doc), "-m", str(cli_models["llama"]), "--prefill-chunk", "16"]
+    )
+    assert "prefill in pieces of 16 tokens" in text.stdout
+
+
 # ---- the process itself ----------------------------------------------------------------------
 
 

@@ -83,4 +83,5 @@ def test_run_cells_scores_every_cell_under_every_setting(loaded):
         "versions",
     } <= set(last)
     assert (last["length"], last["extension"], last["pretraining_length"]) == (128, 2.0, 64)
+    assert all(isinstance(r["seconds"], float) and r["seconds"] >= 0 for r in records)
     assert not patched(loaded.model)
