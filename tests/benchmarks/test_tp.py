@@ -65,9 +65,8 @@ def test_two_gloo_ranks_shard_the_heads_and_write_one_row_per_length(tmp_path):
     check_rows(rows, world=2)
     for row in rows:
         assert row["backend"] == "gloo"
-        for rank in row[
-            "ranks"
-        ]:  # each rank holds half of every layer's heads (q, k, v by rows, o by columns)
+        # each rank holds half of every layer's heads (q, k, v by rows, o by columns)
+        for rank in row["ranks"]:
             assert rank["q_heads"] * 2 == row["heads"] and rank["kv_heads"] * 2 == row["kv_heads"]
             assert rank["q_out"] * 2 == row["hidden"] and rank["o_in"] * 2 == row["hidden"]
             assert rank["weights_gib"] < 0.6 * row["model_gib"]  # only the embedding is replicated
