@@ -5,17 +5,25 @@
 system prompt. Re-planning reuses the loaded model's facts, tokenizer and the first plan's token
 limit, so a switch costs a tokenization, never a model load. Nothing here prints or reads stdin:
 `state()` describes the chat as data and the caller decides how to show it.
+
+Under tensor parallelism every rank holds a ChatEngine on its shard. Rank 0 talks to the user through
+`MirroredChat`, which sends each call that computes to the other ranks before making it; they replay
+it in `follow_chat`. An answer advances one step at a time on every rank, so one stopped early stops
+everywhere, and sampling uses a seed every rank shares.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, replace
 from typing import Any
 
 from chunkqa.documents import Document, load_document
+from chunkqa.engine.parallel import share
 from chunkqa.engine.results import GenerationConfig, Stats, Step
-from chunkqa.errors import DoesNotFitError
+from chunkqa.errors import ChunkqaError, DoesNotFitError
 from chunkqa.plan import Plan, Request, make_plan
 
 SAMPLE_QUESTION = "What does the document say about this question, in a few sentences?"  # for the budget
@@ -41,16 +49,21 @@ def plan_chat(request: Request) -> Plan:
     return make_plan(request, [SAMPLE_QUESTION])
 
 
-def open_chat(request: Request, plan: Plan, *, store: Any = None) -> ChatEngine:
+def open_chat(request: Request, plan: Plan, *, store: Any = None, parallel: Any = None) -> ChatEngine:
     """Load the planned model and start the session on the plan's document.
 
     `store`: the document cache (chunkqa.cache.DocCache), prepared by the caller before this call so
-    that it pins its buffers while the weights load.
+    that it pins its buffers while the weights load. `parallel` (chunkqa.engine.parallel.Parallel):
+    this rank's shard of the model is loaded.
     """
     from chunkqa.engine.loading import load_model
 
     loaded = load_model(
-        plan.model, method=plan.method, kernel=request.method.kernel, tokenizer=plan.builder.tokenizer
+        plan.model,
+        method=plan.method,
+        kernel=request.method.kernel,
+        tokenizer=plan.builder.tokenizer,
+        parallel=parallel,
     )
     engine = ChatEngine(replace(request, max_context=plan.budget.limit), loaded, store)
     engine.use(plan)
@@ -169,3 +182,69 @@ class ChatEngine:
             cache=self.cache.options if self.cache is not None else None,
             cache_status=self.cache.status if self.cache is not None else "off",
         )
+
+
+# -- tensor parallelism: rank 0 leads, the others replay ------------------------------------------
+COMMANDS = ("clear", "reset", "switch", "set_system")  # the ChatEngine calls that change a session
+
+
+class MirroredChat:
+    """Rank 0's ChatEngine under tensor parallelism: what computes runs on every rank (`follow_chat`).
+
+    Reads (`state`, `last_stats`, …) go to the engine. `close()` releases the other ranks.
+    """
+
+    def __init__(self, engine: ChatEngine, parallel: Any) -> None:
+        self.engine = engine
+        self.parallel = parallel
+
+    def __getattr__(self, name: str) -> Any:
+        if name in COMMANDS:
+            return lambda *args: self._call(name, *args)
+        return getattr(self.engine, name)
+
+    def _call(self, name: str, *args: Any) -> Any:
+        share((name, args), self.parallel)
+        return getattr(self.engine, name)(*args)  # an error here is met on every rank alike
+
+    def ask(self, question: str, config: GenerationConfig, on_progress: Any = None) -> Iterator[Step]:
+        if config.seed is None:  # the ranks sample alike: the seed travels with the question
+            config = replace(config, seed=secrets.randbits(63))
+        share(("ask", (question, config)), self.parallel)
+        return self._lockstep(self.engine.ask(question, config, on_progress))
+
+    def _lockstep(self, steps: Iterator[Step]) -> Iterator[Step]:
+        """Each step on every rank: True before each `next`, False when the answer is dropped early."""
+        with closing(steps):  # type: ignore[type-var]
+            while True:
+                share(True, self.parallel)
+                try:
+                    step = next(steps)
+                except StopIteration:
+                    return
+                try:
+                    yield step
+                except GeneratorExit:
+                    share(False, self.parallel)
+                    raise
+
+    def close(self) -> None:
+        share(("bye", ()), self.parallel)
+
+
+def follow_chat(engine: ChatEngine, parallel: Any) -> None:
+    """On a rank other than 0: replay rank 0's calls (see MirroredChat) until it closes the chat."""
+    while True:
+        name, args = share(None, parallel)
+        if name == "bye":
+            return
+        try:
+            if name != "ask":
+                getattr(engine, name)(*args)
+                continue
+            with closing(engine.ask(*args)) as steps:  # type: ignore[type-var]
+                while share(None, parallel):
+                    if next(steps, None) is None:
+                        break
+        except ChunkqaError:
+            pass  # rank 0 met the same error and showed it

@@ -76,7 +76,7 @@ def ask(
             cache=None if tp not in (None, 1) else cache,  # no disk cache under tensor parallelism
             password=password,
         )
-        parallel = _parallel(tp)
+        parallel = join_parallel(tp)
         try:
             return _ask_as_rank(
                 sources,
@@ -104,14 +104,15 @@ def _ask_as_rank(
     parallel: Any,
 ) -> int:
     """Read the documents (rank 0 alone, shared with the others) and answer; only rank 0 prints."""
-    from chunkqa.engine.parallel import share_call
+    from chunkqa.engine.parallel import same_seed, share_call
     from chunkqa.plan import Request
 
     with console.status("reading the documents"):
         documents = share_call(lambda: read_documents(sources, password, console), parallel)
     if parallel is not None and not parallel.leader:
         console = Console.silent()  # rank 0 prints; the others compute in lockstep
-    request = Request(documents=tuple(documents), **fields)
+    generation = same_seed(fields["generation"], parallel)  # the ranks sample alike
+    request = Request(documents=tuple(documents), **{**fields, "generation": generation})
     return run_ask(request, questions, console, json_output=json_output, parallel=parallel)
 
 
@@ -135,7 +136,7 @@ def split_args(args: list[str], questions: list[str] | None) -> tuple[list[str],
     return args[:-1], [question]
 
 
-def _parallel(tp: int | None) -> Any:
+def join_parallel(tp: int | None) -> Any:
     """Join the tensor-parallel group when --tp > 1 (see chunkqa.engine.parallel)."""
     if tp is None or tp == 1:
         return None

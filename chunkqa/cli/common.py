@@ -52,7 +52,8 @@ def run(output: Any, body: Body) -> None:
         console = make_console(output.color, output.quiet, settings)
         code = body(console, settings) or 0
     except ChunkqaError as exc:
-        (console or Console()).error(as_flags(exc.message), as_flags(exc.hint))
+        if not getattr(exc, "shown_by_leader", False):  # under --tp, rank 0 reports an input error once
+            (console or Console()).error(as_flags(exc.message), as_flags(exc.hint))
         code = exc.exit_code
         if output.debug:
             raise

@@ -86,7 +86,10 @@ def share(value: T, parallel: Parallel | None) -> T:
 
 
 def share_call(fn: Any, parallel: Parallel | None) -> Any:
-    """Run fn() on the leader only (e.g. read stdin) and give every rank its result or its error."""
+    """Run fn() on the leader only (e.g. read stdin) and give every rank its result or its error.
+
+    The error a rank other than 0 receives is marked `shown_by_leader`: rank 0 reports it, once.
+    """
     if parallel is None or parallel.world == 1:
         return fn()
     from chunkqa.errors import ChunkqaError
@@ -99,6 +102,7 @@ def share_call(fn: Any, parallel: Parallel | None) -> Any:
             outcome = ("error", exc)
     kind, value = share(outcome, parallel)
     if kind == "error":
+        value.shown_by_leader = not parallel.leader
         raise value
     return value
 
@@ -145,6 +149,21 @@ def _no_cpu_shm_op(cuda: bool) -> Iterator[None]:
             table.pop(SHM_OP, None)
         else:
             table[SHM_OP] = saved
+
+
+def same_seed(config: Any, parallel: Parallel | None) -> Any:
+    """`config` (a GenerationConfig) with a sampling seed that every rank shares.
+
+    The ranks sample from identical logits; with unseeded generators they could pick different tokens
+    and feed the shards different inputs. Rank 0 draws the seed when none was given; a given seed, or
+    no parallelism, leaves `config` as it is.
+    """
+    if parallel is None or parallel.world == 1 or config.seed is not None:
+        return config
+    import secrets
+    from dataclasses import replace
+
+    return replace(config, seed=share(secrets.randbits(63), parallel))
 
 
 def device_for(parallel: Parallel | None, requested: Any) -> Any:

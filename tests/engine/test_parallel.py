@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -117,10 +118,90 @@ def test_stdin_is_read_by_rank_0_and_shared(cli_models):
 def test_an_input_error_stops_every_rank(cli_models, tmp_path):
     args = ["ask", str(tmp_path / "missing.txt"), "What?", "-m", str(cli_models["llama"]), "--tp", "2"]
     code, out, err = chunkqa(args, launcher=TORCHRUN)
-    assert code != 0 and out == "" and "Error: no such file" in err
+    assert code != 0 and out == "" and err.count("Error: no such file") == 1  # rank 0 says it, once
+    chat = ["chat", str(tmp_path / "doc.txt"), "-m", str(cli_models["llama"]), "--tp", "2"]
+    code, out, err = chunkqa(chat, launcher=TORCHRUN, stdin="")  # no terminal: every rank stops
+    assert code != 0 and out == "" and err.count("Error: chunkqa chat") == 1
 
 
 def test_tp_without_a_launcher_is_a_usage_error(doc):
     code, out, err = chunkqa(["ask", str(doc), "What?", "--tp", "2"])
     assert code == 2 and out == ""
     assert "--tp 2 needs 2 processes" in err and "torchrun --nproc-per-node 2" in err
+
+
+SEED_SCRIPT = """
+from chunkqa.engine.parallel import init_parallel, leave_parallel, same_seed
+from chunkqa.engine.results import GenerationConfig
+
+parallel = init_parallel(2)
+drawn = same_seed(GenerationConfig(temperature=1.0), parallel).seed
+given = same_seed(GenerationConfig(temperature=1.0, seed=5), parallel).seed
+print(f"rank {parallel.rank} drawn {drawn} given {given}", flush=True)
+leave_parallel(parallel)
+"""
+
+
+@needs_deepspeed
+def test_the_ranks_sample_with_one_seed(tmp_path):
+    """Unseeded generators on each rank could pick different tokens from the same logits."""
+    script = tmp_path / "seed.py"
+    script.write_text(SEED_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT}:{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.run(
+        [sys.executable, *TORCHRUN, str(script)], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    found = {
+        rank: (drawn, given)
+        for rank, drawn, given in re.findall(r"rank (\d) drawn (\d+) given (\d+)", proc.stdout)
+    }
+    assert set(found) == {"0", "1"} and found["0"] == found["1"]  # rank 0 drew it, rank 1 received it
+    assert found["0"][1] == "5"  # a seed the user gave is kept
+
+
+def chat_transcript(model: Path, doc: Path, other: Path, launcher: list[str], tmp_path: Path) -> list[str]:
+    """A chat in a terminal (pexpect): a greedy answer, a sampled one, /clear, /doc, /bye. What the
+    terminal showed for each question, from the question's echo to its stats line."""
+    pexpect = pytest.importorskip("pexpect")
+    tp = ["--tp", "2"] if launcher else []
+    args = [*launcher, "-m", "chunkqa", "chat", str(doc), "-m", str(model), "--max-new-tokens", "6", *tp]
+    env = {**os.environ, "TERM": "dumb", "NO_COLOR": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    env |= {"XDG_STATE_HOME": str(tmp_path / "state"), "CHUNKQA_CACHE_DIR": str(tmp_path / "kv")}
+    child = pexpect.spawn(
+        sys.executable, args, env=env, encoding="utf-8", timeout=240, dimensions=(50, 250), cwd=ROOT
+    )
+    shown = []
+
+    def say(line: str, reply: str) -> None:
+        child.sendline(line)
+        child.expect_exact(reply)
+        shown.append(child.before)
+        child.expect_exact(">>> ")
+
+    child.expect_exact(">>> ")
+    say("What is it?", "context tokens")
+    say("/set temperature 0.9", "temperature = 0.9")
+    say("And then?", "context tokens")  # sampled, without a seed
+    say("/clear", "Conversation cleared")
+    say(f"/doc {other}", "document other.txt")
+    say("/set temperature 0", "temperature = 0.0")
+    say("What is the pass key?", "context tokens")
+    child.sendline("/bye")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, child.before
+    assert "Traceback" not in "".join(shown) + child.before
+    return shown
+
+
+@needs_deepspeed
+def test_chat_on_two_ranks_answers_like_one_process(cli_models, doc, tmp_path):
+    other = tmp_path / "other.txt"
+    other.write_text("The pass key is 12345. Remember it. " * 20)
+    model = cli_models["qwen2"]
+    alone = chat_transcript(model, doc, other, [], tmp_path / "one")
+    sharded = chat_transcript(model, doc, other, TORCHRUN, tmp_path / "two")
+    assert sharded[0] == alone[0] and "What is it?" in alone[0]  # the greedy answer, token for token
+    assert sharded[-1] == alone[-1]  # greedy again, on the other document
+    assert sharded[2].startswith("And then?")  # sampled on both ranks without a seed: no hang, no error
