@@ -51,6 +51,7 @@ def doc(tmp_path) -> Path:
 @needs_deepspeed
 def test_two_ranks_answer_like_one(cli_models, doc, tmp_path):
     args = ["ask", str(doc), "What?", "-m", str(cli_models["llama"]), "--json", "--max-new-tokens", "8"]
+    args += ["--dtype", "float32"]  # as on the CPU, also where this runs on GPUs (scripts/gpu_tp.sh)
     code, out, err = chunkqa([*args, "--no-cache"])
     assert code == 0, err
     single = json.loads(out)
@@ -166,6 +167,7 @@ def chat_transcript(model: Path, doc: Path, other: Path, launcher: list[str], tm
     pexpect = pytest.importorskip("pexpect")
     tp = ["--tp", "2"] if launcher else []
     args = [*launcher, "-m", "chunkqa", "chat", str(doc), "-m", str(model), "--max-new-tokens", "6", *tp]
+    args += ["--dtype", "float32"]  # as on the CPU, also where this runs on GPUs (scripts/gpu_tp.sh)
     env = {**os.environ, "TERM": "dumb", "NO_COLOR": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     env |= {"XDG_STATE_HOME": str(tmp_path / "state"), "CHUNKQA_CACHE_DIR": str(tmp_path / "kv")}
     child = pexpect.spawn(
